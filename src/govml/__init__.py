@@ -1,0 +1,2 @@
+"""govml: governed machine learning."""
+__version__ = "0.1.0"

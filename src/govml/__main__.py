@@ -1,0 +1,3 @@
+from govml.cli import main
+
+main()
