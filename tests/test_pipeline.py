@@ -54,7 +54,9 @@ def test_run_registers_a_candidate_with_metadata(german_run) -> None:  # type: i
 
 def test_run_beats_baselines_and_records_every_stage(german_run) -> None:  # type: ignore[no-untyped-def]
     record, _, events = german_run
-    assert [s.name for s in record.stages] == ["data", "features", "training", "evaluation", "registration"]
+    assert [s.name for s in record.stages] == [
+        "data", "features", "training", "evaluation", "responsible_ai", "registration"
+    ]
     assert all(s.status == "ok" for s in record.stages)
     evaluation = record.evaluation
     majority = next(b for b in evaluation.baselines if b.name == "majority_class")
@@ -64,7 +66,7 @@ def test_run_beats_baselines_and_records_every_stage(german_run) -> None:  # typ
     assert ("performance" in record.failed_gates) == (evaluation.improvement_pct < 0)
     assert record.data.split_rows == {"train": 600, "validation": 150, "test": 250}
     assert record.training.n_trials_completed == 3
-    assert {s.stage for s in record.carbon.stages} == {"data", "features", "training", "evaluation"}
+    assert {s.stage for s in record.carbon.stages} == {"data", "features", "training", "evaluation", "responsible_ai"}
     assert ("training", "start") in events and ("registration", "ok") in events
 
 
@@ -154,3 +156,50 @@ def test_credit_risk_example_reaches_the_accuracy_target(govml_home: Path) -> No
     client = MlflowClient(default_tracking_uri())
     assert str(client.get_model_version_by_alias("credit-risk", "candidate").version) == "1"
     assert record.evaluation.improvement_pct > 0
+
+
+def test_run_records_responsible_ai_and_compliance(german_run) -> None:  # type: ignore[no-untyped-def]
+    record, client, _ = german_run
+    assert {a.attribute for a in record.fairness.attributes} >= {"sex", "foreign_worker"}
+    assert record.explanations is not None and len(record.explanations.top_features) == 5
+    assert 0.0 <= record.privacy.membership_inference.auc <= 1.0
+    assert record.privacy.pii_scan is not None and not record.privacy.pii_scan.has_personal_data
+    assert 0 < record.compliance.score <= 100
+    tags = client.get_model_version("german-credit", record.registration.version).tags
+    assert tags["govml.compliance_score"] == str(record.compliance.score)
+    assert "govml.fairness.sex.demographic_parity_difference" in tags
+    assert tags["govml.governance_report"].endswith("govml/report.html")
+    # advisory: failed gates are reported, champion is still set
+    assert tags["govml.failed_gates"] == ",".join(record.failed_gates)
+    assert "champion" in record.registration.aliases
+
+
+def test_run_writes_a_verifiable_audit_trail(german_run) -> None:  # type: ignore[no-untyped-def]
+    from govml.governance.audit import AuditLog, default_audit_path, verify
+
+    record, _, _ = german_run
+    actions = [e.action for e in AuditLog(default_audit_path()).entries()]
+    assert actions[0] == "run.start" and actions[-1] == "run.finish"
+    assert "model.register" in actions and "alias.set" in actions
+    assert "stage.training" in actions
+    assert verify(default_audit_path()).ok
+
+
+def test_strict_gate_failure_exits_1_and_withholds_champion(pipeline_file, govml_home: Path) -> None:  # type: ignore[no-untyped-def]
+    path = pipeline_file(
+        "german-credit",
+        training={"model": "logistic_regression", "search": {"n_trials": 2, "timeout_seconds": 60}},
+        responsible_ai={"requirements": "strict", "sensitive_attributes": ["sex"], "performance": {"min_metric": 0.99}},
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "govml", "run", "--quiet", str(path)], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "strict gate(s) failed: performance" in result.stderr
+    assert "Traceback" not in result.stderr
+    client = MlflowClient(default_tracking_uri())
+    version = client.get_model_version_by_alias("german-credit", "candidate")
+    assert version.tags["govml.gates_passed"] == "false"
+    assert "performance" in version.tags["govml.failed_gates"].split(",")
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias("german-credit", "champion")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,7 +17,9 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from govml.errors import GateFailedError, GovmlError
-from govml.record import RunRecord
+
+if TYPE_CHECKING:  # the CLI starts fast: heavy modules load inside the commands
+    from govml.record import RunRecord
 
 app = typer.Typer(
     name="govml",
@@ -108,6 +110,7 @@ def print_summary(record: RunRecord) -> None:
             table.add_row(name, f"{metric.value:.4f}", ci, *(f"{b.metrics[name]:.4f}" for b in e.baselines), style=style)
         console.print(table)
         console.print(f"Improvement over {e.best_baseline} on {e.primary_metric}: {e.improvement_pct:+.2f}%")
+    _print_responsible_ai(record)
     if record.carbon is not None:
         c = record.carbon
         console.print(
@@ -122,6 +125,46 @@ def print_summary(record: RunRecord) -> None:
             f"[green]Registered {r.model_name} version {r.version}[/] with aliases {', '.join(r.aliases)} "
             f"({r.model_uri}); run {record.run_id}"
         )
+
+
+def _print_responsible_ai(record: RunRecord) -> None:
+    if record.privacy is not None and record.privacy.pii_scan is not None:
+        for warning in record.privacy.pii_scan.warnings:
+            console.print(f"[yellow]personal data:[/] {warning}")
+    for label, report in (("before mitigation", record.fairness_before_mitigation), ("", record.fairness)):
+        if report is None:
+            continue
+        table = Table(title=f"Fairness on test {label}".strip())
+        for column in ("attribute", "DP difference", "DP ratio", "EO difference", "status"):
+            table.add_column(column)
+        for item in report.attributes:
+            table.add_row(
+                item.attribute,
+                *(f"{v:.3f}" if v is not None else "–" for v in (
+                    item.demographic_parity_difference, item.demographic_parity_ratio, item.equalized_odds_difference
+                )),
+                {"pass": "[green]pass", "fail": "[red]fail"}.get(item.status, item.status),
+            )
+        console.print(table)
+    if record.mitigation is not None:
+        m = record.mitigation
+        console.print(
+            f"Mitigation on {m.sensitive_feature}: chose {m.chosen or 'nothing (no candidate met the bound)'} "
+            f"among {len(m.candidates)} candidates ({m.duration_s:.1f}s)"
+        )
+    if record.explanations is not None:
+        console.print(f"Explanations ({record.explanations.explainer}): top features {', '.join(record.explanations.top_features)}")
+    if record.privacy is not None and record.privacy.membership_inference is not None:
+        mi = record.privacy.membership_inference
+        console.print(
+            f"Membership inference: attack AUC {mi.auc:.3f} (limit {mi.auc_max}), advantage {mi.advantage:.3f} "
+            + ("[green]pass" if mi.passed else "[red]fail")
+        )
+    if record.compliance is not None:
+        console.print(f"Compliance score: [bold]{record.compliance.score}/100[/]")
+    report = record.registration.tags.get("govml.governance_report") if record.registration else None
+    if report:
+        console.print(f"Governance report: {report}")
 
 
 def _mount(module: str, group: str | None = None) -> None:

@@ -145,6 +145,14 @@ class TrackingConfig(_Section):
     experiment: str | None = None
 
 
+class ComputeConfig(_Section):
+    """Where the search's trials run: in this process, or as tasks on a Ray cluster (docs/scale.md)."""
+
+    engine: Literal["local", "ray"] = "local"
+    address: str | None = Field(default=None, description="Ray address (ray://host:10001, auto); none: a local Ray")
+    num_cpus: Annotated[int, Field(ge=1)] | None = None
+
+
 class OwnerConfig(_Section):
     name: str
     email: str | None = None
@@ -168,6 +176,7 @@ class PipelineConfig(_Section):
     responsible_ai: ResponsibleAIConfig = ResponsibleAIConfig()
     carbon: CarbonConfig = CarbonConfig()
     tracking: TrackingConfig = TrackingConfig()
+    compute: ComputeConfig = ComputeConfig()
     governance: GovernanceConfig = GovernanceConfig()
 
     @model_validator(mode="after")

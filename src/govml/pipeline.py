@@ -22,6 +22,7 @@ from sklearn.pipeline import Pipeline
 
 import govml
 from govml.carbon import CarbonMeter
+from govml.compute.trials import trial_executor
 from govml.config import PipelineConfig, load_config
 from govml.data.prepare import PreparedData, prepare_data
 from govml.evaluation.metrics import (
@@ -32,17 +33,32 @@ from govml.evaluation.metrics import (
     higher_is_better,
     improvement_pct,
 )
+from govml import responsible_ai as rai_stage
 from govml.features.drift import DriftReference, compute_drift
+from govml.errors import ConfigError
+from govml.governance.audit import AuditLog, default_audit_path
+from govml.governance.compliance import gate_failures
+from govml.governance.report import publish_report
+from govml.governance.run_audit import (
+    audit_registration,
+    audit_run_finished,
+    audit_run_started,
+    audit_stage,
+)
 from govml.features.preprocess import build_preprocessor, split_columns
+from govml.evaluation.fairness import FairnessReport
 from govml.record import (
     BaselineResult,
     EvaluationResult,
     FeatureResult,
     MetricWithInterval,
+    PrivacyResult,
     RunRecord,
+    TrainingResult,
     StageStatus,
 )
-from govml.registry import CANDIDATE, CHAMPION, log_sklearn_model, register_model
+from govml.mitigation.dp import train_dp_model
+from govml.registry import CANDIDATE, CHAMPION, log_sklearn_model, register_model, set_version_tags
 from govml.training.estimators import baselines, get_spec
 from govml.training.search import SearchData, predict_scores, run_search
 from govml.training.tracking import TrackedRun, ensure_experiment, make_client, tracking_uri_for
@@ -135,14 +151,19 @@ def _training_stage(ctx: _Context, handle: Any) -> None:
             ctx.meter.mark_budget_exhausted()
         return exhausted
 
+    dp = ctx.config.responsible_ai.privacy.differential_privacy
+    if dp.enabled:
+        _train_private(ctx, metric)
+        return
     spec = get_spec(cfg.model)
-    result = run_search(
-        spec, search_data, task=task, metric=metric,  # type: ignore[arg-type]
-        n_trials=cfg.search.n_trials, timeout_seconds=cfg.search.timeout_seconds,
-        seed=ctx.config.data.seed, pruning=cfg.search.pruning, fixed_params=cfg.params,
-        over_budget=over_budget,
-        on_trial=lambda number, value: ctx.progress("training", f"trial {number}: {value}"),
-    )
+    with trial_executor(ctx.config.compute) as executor:  # Ray tasks with compute.engine: ray
+        result = run_search(
+            spec, search_data, task=task, metric=metric,  # type: ignore[arg-type]
+            n_trials=cfg.search.n_trials, timeout_seconds=cfg.search.timeout_seconds,
+            seed=ctx.config.data.seed, pruning=cfg.search.pruning, fixed_params=cfg.params,
+            over_budget=over_budget, executor=executor,
+            on_trial=lambda number, value: ctx.progress("training", f"trial {number}: {value}"),
+        )
     ctx.record.training = result
     # The final model: preprocessing and the best estimator refitted on train + validation.
     full = data.train_full
@@ -150,50 +171,130 @@ def _training_stage(ctx: _Context, handle: Any) -> None:
     ctx.model = Pipeline([("preprocess", clone(preprocessor)), ("model", estimator)]).fit(full.X, full.y)
 
 
-def _evaluation_stage(ctx: _Context) -> None:
-    assert ctx.data is not None and ctx.model is not None and ctx.record.training is not None
-    data, task = ctx.data, ctx.data.task
-    metric = ctx.record.training.search_metric
-    test = data.test
-    scores = predict_scores(ctx.model, test.X, task)  # type: ignore[arg-type]
+def _train_private(ctx: _Context, metric: str) -> None:
+    """Differentially private training instead of the search.
+
+    A search would look at the data once per trial and spend more privacy than the
+    configured epsilon, so a private model is fitted once on train + validation.
+    """
+    assert ctx.data is not None and ctx.preprocessor is not None
+    dp = ctx.config.responsible_ai.privacy.differential_privacy
+    if ctx.data.task != "classification":
+        raise ConfigError("responsible_ai.privacy.differential_privacy supports classification only")
+    full = ctx.data.train_full
+    started = time.perf_counter()
+    model, result = train_dp_model(
+        clone(ctx.preprocessor), full.X, full.y, model=dp.model, epsilon=dp.epsilon, seed=ctx.config.data.seed
+    )
+    ctx.model = model
+    ctx.record.privacy = (ctx.record.privacy or PrivacyResult()).model_copy(update={"differential_privacy": result})
+    ctx.record.training = TrainingResult(
+        model_type=f"dp_{dp.model}",
+        best_params={"epsilon": dp.epsilon, "clip": result.clip, "data_norm": result.data_norm},
+        search_metric=metric,
+        search_direction="maximize" if higher_is_better(metric) else "minimize",
+        best_validation_score=None,
+        trials=[],
+        n_trials_completed=0,
+        n_trials_pruned=0,
+        duration_s=time.perf_counter() - started,
+        notes=[f"differentially private {dp.model} with epsilon {dp.epsilon}; no hyperparameter search"],
+    )
+
+
+def _score_model(ctx: _Context) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Test metrics of the current model with bootstrap intervals; keeps its test scores."""
+    assert ctx.data is not None and ctx.model is not None
+    data = ctx.data
+    scores = predict_scores(ctx.model, data.test.X, data.task)  # type: ignore[arg-type]
     ctx.test_scores = scores
-    values = compute_metrics(test.y, scores, task)
-    intervals = bootstrap_intervals(test.y, scores, task, seed=ctx.config.data.seed)
+    values = compute_metrics(data.test.y, scores, data.task)
+    return values, bootstrap_intervals(data.test.y, scores, data.task, seed=ctx.config.data.seed)
+
+
+def _evaluation_result(
+    ctx: _Context,
+    values: dict[str, float],
+    intervals: dict[str, tuple[float, float]],
+    baseline_results: list[BaselineResult],
+) -> EvaluationResult:
+    assert ctx.data is not None and ctx.record.training is not None
+    metric = ctx.record.training.search_metric
+    better = higher_is_better(metric)
+    best = (max if better else min)(baseline_results, key=lambda b: b.metrics[metric])
+    return EvaluationResult(
+        primary_metric=metric,
+        higher_is_better=better,
+        metrics={
+            k: MetricWithInterval(value=v, ci_low=intervals[k][0], ci_high=intervals[k][1]) for k, v in values.items()
+        },
+        baselines=baseline_results,
+        best_baseline=best.name,
+        improvement_pct=improvement_pct(values[metric], best.metrics[metric], metric),
+        evaluated_on="test",
+        n_rows=len(ctx.data.test.y),
+    )
+
+
+def _evaluation_stage(ctx: _Context) -> None:
+    assert ctx.data is not None and ctx.preprocessor is not None
+    data, task = ctx.data, ctx.data.task
+    values, intervals = _score_model(ctx)
     full = data.train_full
     baseline_results = []
     for name, factory in baselines(task).items():  # type: ignore[arg-type]
         pipe = Pipeline([("preprocess", clone(ctx.preprocessor)), ("model", factory(ctx.config.data.seed))])
         pipe.fit(full.X, full.y)
-        baseline_results.append(
-            BaselineResult(name=name, metrics=compute_metrics(test.y, predict_scores(pipe, test.X, task), task))  # type: ignore[arg-type]
+        scores = predict_scores(pipe, data.test.X, task)  # type: ignore[arg-type]
+        baseline_results.append(BaselineResult(name=name, metrics=compute_metrics(data.test.y, scores, task)))
+    ctx.record.evaluation = _evaluation_result(ctx, values, intervals, baseline_results)
+
+
+def _responsible_ai_stage(ctx: _Context) -> None:
+    """Fairness (and mitigation when it fails), explanations and membership-inference risk."""
+    assert ctx.data is not None and ctx.model is not None and ctx.test_scores is not None
+    config, data, record = ctx.config, ctx.data, ctx.record
+    rai = config.responsible_ai
+    plots = ctx.workdir / "plots"
+    plots.mkdir(exist_ok=True)
+    rai_stage.check_sensitive_columns(config, data)
+    if rai_stage.fairness_applies(config, data):
+        report = rai_stage.assess_group_fairness(
+            rai, data, ctx.test_scores.argmax(axis=1), plot_path=plots / "fairness_selection_rates.png"
         )
-    better = higher_is_better(metric)
-    best = (max if better else min)(baseline_results, key=lambda b: b.metrics[metric])
-    ctx.record.evaluation = EvaluationResult(
-        primary_metric=metric,
-        higher_is_better=better,
-        metrics={k: MetricWithInterval(value=v, ci_low=intervals[k][0], ci_high=intervals[k][1]) for k, v in values.items()},
-        baselines=baseline_results,
-        best_baseline=best.name,
-        improvement_pct=improvement_pct(values[metric], best.metrics[metric], metric),
-        evaluated_on="test",
-        n_rows=len(test.y),
+        record.fairness = report
+        verdict = "passed" if report.passed else "failed: " + "; ".join(report.failures)
+        ctx.progress("responsible_ai", f"fairness {verdict}")
+        if not report.passed and rai.mitigation.enabled:
+            _mitigate(ctx, report, plots)
+    if rai.explanations.enabled:
+        ctx.progress("responsible_ai", "explaining")
+        record.explanations = rai_stage.explain(rai, data, ctx.model, out_dir=plots, seed=config.data.seed)
+    ctx.progress("responsible_ai", "membership inference")
+    risk = rai_stage.membership_risk(rai, data, ctx.model, seed=config.data.seed)
+    record.privacy = (record.privacy or PrivacyResult()).model_copy(update={"membership_inference": risk})
+    ctx.plots.update({path.stem: path for path in sorted(plots.glob("*.png"))})
+
+
+def _mitigate(ctx: _Context, report: FairnessReport, plots: Path) -> None:
+    """Replace the model by the chosen mitigated candidate and re-evaluate it on test."""
+    assert ctx.data is not None and ctx.model is not None and ctx.record.evaluation is not None
+    record, rai = ctx.record, ctx.config.responsible_ai
+    ctx.progress("responsible_ai", "mitigating bias")
+    outcome = rai_stage.mitigate_bias(rai, ctx.data, ctx.model, report, out_dir=plots)
+    record.mitigation = outcome.result
+    if outcome.model is None:
+        return
+    before = {k: m.value for k, m in record.evaluation.metrics.items()}
+    ctx.model = outcome.model
+    values, intervals = _score_model(ctx)
+    evaluation = _evaluation_result(ctx, values, intervals, record.evaluation.baselines)
+    record.evaluation = evaluation.model_copy(update={"before_mitigation": before})
+    record.fairness_before_mitigation = report
+    assert ctx.test_scores is not None
+    record.fairness = rai_stage.assess_group_fairness(
+        rai, ctx.data, ctx.test_scores.argmax(axis=1), plot_path=plots / "fairness_selection_rates_mitigated.png"
     )
-
-
-def _gates(ctx: _Context) -> list[str]:
-    """Performance gates; responsible-AI gates are added by their stages."""
-    failed = []
-    evaluation = ctx.record.evaluation
-    perf = ctx.config.responsible_ai.performance
-    if evaluation is not None:
-        if evaluation.improvement_pct < perf.min_improvement_pct:
-            failed.append("performance")
-        elif perf.min_metric is not None:
-            value = evaluation.metrics[evaluation.primary_metric].value
-            if (value < perf.min_metric) if evaluation.higher_is_better else (value > perf.min_metric):
-                failed.append("performance")
-    return failed
 
 
 def model_tags(record: RunRecord) -> dict[str, str]:
@@ -218,6 +319,18 @@ def model_tags(record: RunRecord) -> dict[str, str]:
         tags["govml.baseline_improvement_pct"] = f"{record.evaluation.improvement_pct:.4f}"
         for name, metric in record.evaluation.metrics.items():
             tags[f"govml.metric.{name}"] = f"{metric.value:.6g}"
+    if record.fairness is not None:
+        tags["govml.fairness.passed"] = "true" if record.fairness.passed else "false"
+        for name, value in record.fairness.summary_metrics().items():
+            tags[f"govml.fairness.{name}"] = f"{value:.6g}"
+    if record.mitigation is not None:
+        tags["govml.mitigation"] = record.mitigation.chosen or "none met the bound"
+        tags["govml.needs_sensitive_feature"] = str(record.mitigation.needs_sensitive_feature).lower()
+    if record.privacy is not None and record.privacy.membership_inference is not None:
+        tags["govml.privacy.membership_auc"] = f"{record.privacy.membership_inference.auc:.4f}"
+    if record.compliance is not None:
+        tags["govml.compliance_score"] = str(record.compliance.score)
+        tags["govml.compliance_status"] = "pass" if not record.failed_gates else "fail"
     if record.carbon is not None:
         tags["govml.energy_kwh"] = f"{record.carbon.energy_kwh:.6g}"
         tags["govml.carbon_kg"] = f"{record.carbon.emissions_kg:.6g}"
@@ -274,6 +387,7 @@ def run_pipeline(
     progress: ProgressCallback | None = None,
 ) -> RunRecord:
     """Run every stage of the pipeline; the returned record holds each stage's result."""
+    config_path = None if isinstance(config, PipelineConfig) else Path(config)
     if not isinstance(config, PipelineConfig):
         config = load_config(config)
     progress = progress or (lambda stage, event: None)
@@ -301,22 +415,37 @@ def run_pipeline(
             with _stage(ctx, "data"):
                 ctx.data = prepare_data(config.data, config.validation)
                 record.data = ctx.data.result
+                if config.responsible_ai.privacy.pii_scan:
+                    scan = rai_stage.scan_for_personal_data(ctx.data, seed=config.data.seed)
+                    record.privacy = PrivacyResult(pii_scan=scan)
+                    for warning in scan.warnings:
+                        progress("data", f"personal data: {warning}")
             with _stage(ctx, "features"):
                 _features_stage(ctx)
             with _stage(ctx, "training") as handle:
                 _training_stage(ctx, handle)
             with _stage(ctx, "evaluation"):
                 _evaluation_stage(ctx)
-            record.failed_gates = _gates(ctx)
+            with _stage(ctx, "responsible_ai"):
+                _responsible_ai_stage(ctx)
             meter.stop()
             record.carbon = meter.result()
+            record.compliance = rai_stage.assess_compliance(config, record)
+            record.failed_gates = gate_failures(record.compliance, config.responsible_ai.requirements)
             _log_run_artifacts(ctx, run)
             with _stage(ctx, "registration", measure_energy=False):
                 _registration_stage(ctx, run)
             record.status = "gates_failed" if record.failed_gates else "succeeded"
             record.finished_at = datetime.now(UTC)
+            report_uri = publish_report(run.client, run.run_id, record, ctx.plots)
+            assert record.registration is not None
+            set_version_tags(
+                run.client, record.pipeline, record.registration.version, {"govml.governance_report": report_uri}
+            )
+            record.registration.tags["govml.governance_report"] = report_uri
             run.log_json(record.model_dump(mode="json"), "govml/record.json")
             run.finish()
+            _audit_run(record, config_path)
         except BaseException:
             meter.stop()
             record.status = "failed"
@@ -325,5 +454,17 @@ def run_pipeline(
                 run.log_json(record.model_dump(mode="json"), "govml/record.json")
             finally:
                 run.finish(failed=True)
+                _audit_run(record, config_path)
             raise
     return record
+
+
+def _audit_run(record: RunRecord, config_path: Path | None) -> None:
+    """Write the run's entries to the audit trail, all from its final record."""
+    log = AuditLog(default_audit_path())
+    audit_run_started(log, record, config_path=config_path)
+    for stage in record.stages:
+        audit_stage(log, record, stage)
+    if record.registration is not None:
+        audit_registration(log, record)
+    audit_run_finished(log, record)

@@ -12,15 +12,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from govml.evaluation.explanations import ExplanationReport
+from govml.evaluation.fairness import FairnessReport
+from govml.evaluation.privacy import PiiScanReport, PrivacyRiskReport
 from govml.features.drift import DriftReport
-
-# INTEGRATION: the responsible-AI result models replace these aliases once their modules land.
-FairnessReport = dict[str, Any]
-MitigationResult = dict[str, Any]
-ExplanationReport = dict[str, Any]
-PiiScanReport = dict[str, Any]
-PrivacyRiskReport = dict[str, Any]
-ComplianceReport = dict[str, Any]
+from govml.governance.compliance import ComplianceReport
+from govml.mitigation.dp import DPTrainingResult
+from govml.mitigation.fairness import MitigationResult
 
 
 class _Result(BaseModel):
@@ -73,11 +71,12 @@ class TrainingResult(_Result):
     best_params: dict[str, Any]
     search_metric: str
     search_direction: Literal["maximize", "minimize"]
-    best_validation_score: float
+    best_validation_score: float | None = Field(description="None when no search ran (DP training)")
     trials: list[TrialRecord]
     n_trials_completed: int
     n_trials_pruned: int
     stopped_by: Literal["n_trials", "timeout", "carbon_budget"] | None = None
+    notes: list[str] = Field(default_factory=list)
     duration_s: float
 
 
@@ -100,6 +99,9 @@ class EvaluationResult(_Result):
     best_baseline: str
     improvement_pct: float = Field(description="improvement of the primary metric over the best baseline, %")
     evaluated_on: str = Field(description="which split the metrics come from")
+    before_mitigation: dict[str, float] | None = Field(
+        default=None, description="the unmitigated model's test metrics when mitigation replaced it"
+    )
     n_rows: int
 
 
@@ -123,7 +125,7 @@ class CarbonResult(_Result):
 class PrivacyResult(_Result):
     pii_scan: PiiScanReport | None = None
     membership_inference: PrivacyRiskReport | None = None
-    differential_privacy: dict[str, Any] | None = None
+    differential_privacy: DPTrainingResult | None = None
 
 
 class RegistrationResult(_Result):

@@ -1,0 +1,228 @@
+"""The LLM gateway's figures in one run: its own overhead next to calling the backend
+directly, a cache hit end to end, the local model's tokens/s, and the cache and safety
+figures of benchmarks/llm_cache.py and benchmarks/llm_guard.py.
+
+    .venv/bin/python benchmarks/llm_gateway.py                  # everything
+    .venv/bin/python benchmarks/llm_gateway.py --requests 20 --skip-cache --skip-guard
+    .venv/bin/python benchmarks/llm_gateway.py --json out.json
+
+The gateway runs in this process under uvicorn on 127.0.0.1 with the shipped guard,
+output filter and semantic cache, in front of the local SmolLM2-135M-Instruct; requests
+go over HTTP with httpx. Prompts are the first questions of
+``shared/data/llm/paraphrase_pairs.json`` (asked with temperature 0, so cacheable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+PAIRS = ROOT.parents[1] / "shared" / "data" / "llm" / "paraphrase_pairs.json"
+KEY = "sk-benchmark"
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=float)
+    return {
+        "p50_ms": round(float(np.percentile(array, 50)), 2),
+        "p99_ms": round(float(np.percentile(array, 99)), 2),
+        "n": len(values),
+    }
+
+
+def _prompts(n: int) -> list[str]:
+    pairs = json.loads(PAIRS.read_text(encoding="utf-8"))
+    seen: list[str] = []
+    for pair in pairs:
+        if pair["origin"] not in seen:
+            seen.append(pair["origin"])
+        if len(seen) == n:
+            break
+    return seen
+
+
+def _sibling(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def measure_tokens_per_second(
+    engine: str, prompts: list[str], *, max_tokens: int
+) -> dict[str, Any]:
+    """Decode speed of the local model on ``engine`` (completion tokens / wall time)."""
+    from govml.llm.backends import ChatMessage, GenerationRequest
+    from govml.llm.backends.local import build_local_backend
+    from govml.llm.config import LocalBackendConfig
+    from govml.llm.gateway import llm_home
+
+    started = time.perf_counter()
+    backend = build_local_backend(
+        engine, LocalBackendConfig(type="local", engine=engine), models_dir=llm_home() / "models"
+    )
+    load_seconds = time.perf_counter() - started
+    rates, latencies = [], []
+    for prompt in prompts:
+        request = GenerationRequest(
+            model="local", messages=(ChatMessage("user", prompt),), max_tokens=max_tokens
+        )
+        t0 = time.perf_counter()
+        answer = backend.complete(request)
+        elapsed = time.perf_counter() - t0
+        latencies.append(elapsed * 1000)
+        rates.append(answer.usage.completion_tokens / elapsed)
+    return {
+        "engine": engine,
+        "load_seconds": round(load_seconds, 1),
+        "tokens_per_second_median": round(statistics.median(rates), 1),
+        "direct_latency": _percentiles(latencies),
+        "backend": backend,
+    }
+
+
+def measure_gateway(
+    *, requests: int = 30, max_tokens: int = 24, engine: str = "auto"
+) -> dict[str, Any]:
+    """Direct backend calls vs the same prompts through the gateway (misses), then again
+    (cache hits); the gateway's overhead is the guard + cache + filter time it reports."""
+    from govml.llm.app import create_app
+    from govml.llm.backends.local import resolve_engine
+    from govml.llm.background import serve_in_background
+    from govml.llm.config import parse_gateway_config
+    from govml.llm.gateway import Gateway
+
+    prompts = _prompts(requests)
+    engine = resolve_engine(engine)
+    direct = measure_tokens_per_second(engine, prompts, max_tokens=max_tokens)
+    backend = direct.pop("backend")
+    raw = {
+        "models": [{"name": "smollm2", "backends": ["local"], "max_tokens": max_tokens}],
+        "backends": {"local": {"type": "local", "engine": engine}},
+        "carbon": {"country_iso_code": "FRA"},
+    }
+    config = parse_gateway_config(raw, source=Path("benchmark-gateway.yaml"))
+    with tempfile.TemporaryDirectory() as home:
+        gateway = Gateway.from_config(
+            config, home=Path(home), backends={"local": backend}, environ={"GOVML_API_KEYS": KEY}
+        )
+        with (
+            serve_in_background(create_app(gateway)) as url,
+            httpx.Client(
+                base_url=f"{url}/v1", headers={"Authorization": f"Bearer {KEY}"}, timeout=120
+            ) as client,
+        ):
+
+            def ask(prompt: str) -> tuple[float, dict[str, Any]]:
+                body = {
+                    "model": "smollm2",
+                    "temperature": 0,
+                    "max_tokens": max_tokens,
+                    "messages": [{"role": "user", "content": prompt}],
+                }
+                t0 = time.perf_counter()
+                response = client.post("/chat/completions", json=body)
+                elapsed = (time.perf_counter() - t0) * 1000
+                response.raise_for_status()
+                return elapsed, response.json()["govml"]
+
+            ask("Warm up the guard, the cache and the filter.")
+            misses = [ask(p) for p in prompts]
+            hits = [ask(p) for p in prompts]
+    miss_overhead = [g["overhead_ms"] for _, g in misses]
+    hit_latency = [ms for ms, g in hits if g["cache"]["status"] == "hit"]
+    return {
+        "engine": engine,
+        "requests": len(prompts),
+        "max_tokens": max_tokens,
+        "local_model": direct,
+        "backend_direct_latency": direct["direct_latency"],
+        "gateway_latency_miss": _percentiles([ms for ms, _ in misses]),
+        "gateway_overhead_guard_cache_filter": _percentiles(miss_overhead),
+        "cache_hit_end_to_end": _percentiles(hit_latency) if hit_latency else None,
+        "cache_hit_overhead": _percentiles([g["overhead_ms"] for _, g in hits]),
+        "cache_hits": f"{len(hit_latency)}/{len(hits)}",
+        "carbon_g_per_generated_answer_median": statistics.median(g["carbon_g"] for _, g in misses),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--engine", default="auto", choices=["auto", "transformers", "llama_cpp"])
+    parser.add_argument(
+        "--all-engines", action="store_true", help="tokens/s of every installed engine"
+    )
+    parser.add_argument("--skip-cache", action="store_true", help="skip benchmarks/llm_cache.py")
+    parser.add_argument("--skip-guard", action="store_true", help="skip benchmarks/llm_guard.py")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+    figures: dict[str, Any] = {
+        "gateway": measure_gateway(
+            requests=args.requests, max_tokens=args.max_tokens, engine=args.engine
+        )
+    }
+    if args.all_engines:
+        from govml.llm.backends.local import llama_cpp_available
+
+        prompts = _prompts(10)
+        engines = ["transformers", *(["llama_cpp"] if llama_cpp_available() else [])]
+        figures["engines"] = {}
+        for engine in engines:
+            result = measure_tokens_per_second(engine, prompts, max_tokens=args.max_tokens)
+            result.pop("backend").close()
+            figures["engines"][engine] = result
+    if not args.skip_cache:
+        figures["cache"] = _sibling("llm_cache").measure()
+    if not args.skip_guard:
+        figures["guard"] = _sibling("llm_guard").measure()
+
+    gw = figures["gateway"]
+    print(
+        f"local model ({gw['engine']}): {gw['local_model']['tokens_per_second_median']} tokens/s, "
+        f"{gw['requests']} prompts, max_tokens {gw['max_tokens']}"
+    )
+    rows = [
+        ("backend called directly", gw["backend_direct_latency"]),
+        ("through the gateway (cache miss)", gw["gateway_latency_miss"]),
+        ("gateway overhead: guard + cache + filter", gw["gateway_overhead_guard_cache_filter"]),
+        ("cache hit, end to end over HTTP", gw["cache_hit_end_to_end"]),
+    ]
+    print(f"{'':44} {'p50 ms':>10} {'p99 ms':>10}")
+    for label, value in rows:
+        if value:
+            print(f"{label:44} {value['p50_ms']:>10.1f} {value['p99_ms']:>10.1f}")
+    print(f"cache hits on the second pass: {gw['cache_hits']}")
+    for engine, result in figures.get("engines", {}).items():
+        print(
+            f"engine {engine}: {result['tokens_per_second_median']} tokens/s "
+            f"(load {result['load_seconds']} s)"
+        )
+    for section in ("cache", "guard"):
+        if section in figures:
+            print(f"--- {section}")
+            print(json.dumps(figures[section], indent=2, default=str))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

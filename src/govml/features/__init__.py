@@ -1,0 +1,1 @@
+"""Feature engineering (``preprocess``) and drift statistics (``drift``)."""

@@ -1,0 +1,335 @@
+"""The semantic cache: answers kept per scope, found again by meaning.
+
+A lookup embeds the prompt, asks the scope's vector index for its nearest stored
+prompts, and returns the first one whose cosine similarity reaches the threshold and
+that passes the second check (numbers, negation and key terms agree, see
+``agreement.py``). Entries live in SQLite (``cache.db``); each scope's index is a file
+under ``index/`` and is repaired from SQLite when it is missing or stale.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from govml.errors import ConfigError
+from govml.llm.cache.agreement import prompts_agree
+from govml.llm.cache.entries import CacheEntry, EntryTable
+from govml.llm.cache.index import INDEX_KINDS, VectorIndex, load_index, make_index
+from govml.llm.cache.scope import CacheScope, sha256_hex
+from govml.llm.embedding import Embedder, get_embedder
+
+__all__ = ["DEFAULT_THRESHOLD", "CacheLookup", "SemanticCache", "choose_hit"]
+
+#: cosine similarity a stored prompt needs to answer a new one (with the second check on)
+DEFAULT_THRESHOLD = 0.85
+_AUTOSAVE_EVERY = 1000
+_PURGE_EVERY = 256
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    """What a lookup found. ``similarity`` is that of the best candidate, hit or not."""
+
+    status: Literal["hit", "miss", "bypass"]
+    similarity: float | None = None
+    entry: CacheEntry | None = None
+    reason: str = ""
+
+    @property
+    def hit(self) -> bool:
+        return self.status == "hit"
+
+
+def _normalise_prompt(prompt: str) -> str:
+    return re.sub(r"\s+", " ", prompt).strip()
+
+
+def choose_hit(
+    prompt: str,
+    candidates: list[tuple[CacheEntry, float]],
+    threshold: float,
+    second_check: bool,
+) -> tuple[int | None, str]:
+    """Index of the first candidate (best first) that may answer ``prompt``, and why not.
+
+    A candidate qualifies when its similarity reaches ``threshold`` and, with
+    ``second_check``, :func:`prompts_agree` accepts it.
+    """
+    reason = ""
+    for position, (entry, similarity) in enumerate(candidates):
+        if similarity < threshold:
+            break
+        if second_check:
+            verdict = prompts_agree(prompt, entry.prompt)
+            if not verdict.agree:
+                reason = reason or f"second check: {verdict.reason}"
+                continue
+        return position, ""
+    if not reason:
+        best = candidates[0][1] if candidates else 0.0
+        reason = f"similarity {best:.3f} < {threshold}"
+    return None, reason
+
+
+class SemanticCache:
+    """Answers to earlier prompts, scoped per tenant, model, system prompt and sampling.
+
+    Thread-safe. Call :meth:`close` (or use it as a context manager) on shutdown so the
+    indexes are written; after a crash they are repaired from SQLite on first use.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        embedder: Embedder | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+        ttl_seconds: float | None = 7 * 24 * 3600,
+        max_entries: int = 100_000,
+        second_check: bool = True,
+        cache_sampled: bool = False,
+        index_kind: str = "hnswlib",
+        candidates: int = 5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ConfigError(f"cache threshold must be in (0, 1], got {threshold}")
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise ConfigError(f"cache ttl_seconds must be > 0 or None, got {ttl_seconds}")
+        if max_entries < 1:
+            raise ConfigError(f"cache max_entries must be >= 1, got {max_entries}")
+        if index_kind not in INDEX_KINDS:
+            raise ConfigError(
+                f"unknown cache index {index_kind!r}; choose one of: {', '.join(INDEX_KINDS)}"
+            )
+        if candidates < 1:
+            raise ConfigError(f"cache candidates must be >= 1, got {candidates}")
+        self.directory = Path(directory)
+        try:
+            (self.directory / "index").mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot create the cache directory {self.directory}: {err}") from err
+        self.embedder = embedder if embedder is not None else get_embedder()
+        self.threshold = threshold
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self.second_check = second_check
+        self.cache_sampled = cache_sampled
+        self.index_kind = index_kind
+        self.candidates = candidates
+        self._clock = clock
+        self._table = EntryTable(self.directory / "cache.db")
+        self._indexes: dict[str, VectorIndex] = {}
+        self._dirty: dict[str, int] = {}
+        self._lock = threading.RLock()
+        self._stores = 0
+
+    # -- public API -------------------------------------------------------------------
+
+    def lookup(
+        self, scope: CacheScope, prompt: str, *, vector: np.ndarray | None = None
+    ) -> CacheLookup:
+        """Find a cached answer for ``prompt`` in ``scope`` (never in another scope).
+
+        ``vector`` may pass the prompt's embedding when the caller already has it.
+        """
+        if self._bypassed(scope):
+            return CacheLookup("bypass", reason=f"temperature {scope.temperature:g} > 0")
+        candidates = self.nearest(scope, prompt, vector=vector)
+        if not candidates:
+            return CacheLookup("miss", reason="nothing cached in this scope")
+        best = candidates[0][1]
+        chosen, reason = choose_hit(prompt, candidates, self.threshold, self.second_check)
+        if chosen is None:
+            return CacheLookup("miss", best, reason=reason)
+        entry, similarity = candidates[chosen]
+        hit = self._table.record_hit(entry.id, self._clock()) or entry
+        return CacheLookup("hit", similarity, hit)
+
+    def nearest(
+        self, scope: CacheScope, prompt: str, *, vector: np.ndarray | None = None
+    ) -> list[tuple[CacheEntry, float]]:
+        """Up to ``candidates`` live entries of ``scope`` nearest to ``prompt``, best first.
+
+        Expired entries met on the way are deleted.
+        """
+        query = self._embed(prompt, vector)
+        with self._lock:
+            labels, sims = self._index(scope.key).search(query, self.candidates)
+        if not len(labels):
+            return []
+        entries = self._table.get_many([int(lab) for lab in labels])
+        now = self._clock()
+        found: list[tuple[CacheEntry, float]] = []
+        expired: list[int] = []
+        for label, sim in zip(labels.tolist(), sims.tolist(), strict=True):
+            entry = entries.get(label)
+            if entry is None or entry.scope_key != scope.key:
+                continue  # removed meanwhile by another thread
+            if self._is_expired(entry, now):
+                expired.append(label)
+            else:
+                found.append((entry, float(sim)))
+        if expired:
+            with self._lock:
+                self._drop([(i, scope.key) for i in expired])
+        return found
+
+    def store(
+        self,
+        scope: CacheScope,
+        prompt: str,
+        answer: str,
+        usage: Mapping[str, Any] | None = None,
+        *,
+        vector: np.ndarray | None = None,
+    ) -> CacheEntry | None:
+        """Keep ``answer`` for ``prompt`` in ``scope``; None when the scope is bypassed.
+
+        Storing the same prompt again in the same scope replaces its answer.
+        """
+        if not isinstance(answer, str):
+            raise TypeError("answer must be a string")
+        if self._bypassed(scope):
+            return None
+        embedding = self._embed(prompt, vector)
+        now = self._clock()
+        with self._lock:
+            index = self._index(scope.key)
+            self._table.register_scope(
+                scope.key, scope.tenant, scope.model, scope.system_prompt_hash, scope.sampling
+            )
+            entry, new = self._table.upsert(
+                scope.key,
+                sha256_hex(_normalise_prompt(prompt)),
+                prompt,
+                answer,
+                usage or {},
+                embedding,
+                now,
+            )
+            if new:
+                index.add(np.array([entry.id]), embedding[None, :])
+                self._touch(scope.key)
+            self._stores += 1
+            if self._stores % _PURGE_EVERY == 0:
+                self.purge_expired()
+            self._evict_over_limit()
+        return entry
+
+    def purge_expired(self) -> int:
+        """Delete entries older than the TTL; returns how many."""
+        if self.ttl_seconds is None:
+            return 0
+        with self._lock:
+            rows = self._table.expired(self._clock() - self.ttl_seconds)
+            self._drop(rows)
+        return len(rows)
+
+    def __len__(self) -> int:
+        return self._table.count()
+
+    def count(self, scope: CacheScope) -> int:
+        """Entries stored in one scope."""
+        return self._table.count(scope.key)
+
+    def save(self) -> None:
+        """Write every changed index to disk."""
+        with self._lock:
+            for key in list(self._dirty):
+                self._indexes[key].save(self._index_path(key))
+            self._dirty.clear()
+
+    def close(self) -> None:
+        """Save the indexes and close the database."""
+        with self._lock:
+            self.save()
+            self._table.close()
+
+    def __enter__(self) -> SemanticCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------
+
+    def _bypassed(self, scope: CacheScope) -> bool:
+        return scope.temperature > 0 and not self.cache_sampled
+
+    def _embed(self, prompt: str, vector: np.ndarray | None) -> np.ndarray:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("prompt must be a non-empty string")
+        if vector is None:
+            return self.embedder.encode([prompt])[0]
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape != (self.embedder.dim,):
+            raise ValueError(f"vector must have {self.embedder.dim} values, got {vector.shape}")
+        return vector
+
+    def _is_expired(self, entry: CacheEntry, now: float) -> bool:
+        return self.ttl_seconds is not None and now - entry.created > self.ttl_seconds
+
+    def _index_path(self, scope_key: str) -> Path:
+        return self.directory / "index" / f"{scope_key}.{self.index_kind}"
+
+    def _index(self, scope_key: str) -> VectorIndex:
+        """The scope's index, loaded (and repaired against SQLite) on first use."""
+        index = self._indexes.get(scope_key)
+        if index is not None:
+            return index
+        path = self._index_path(scope_key)
+        dim = self.embedder.dim
+        index = None
+        if path.exists():
+            try:
+                index = load_index(self.index_kind, path, dim)
+            except (RuntimeError, OSError, ValueError):
+                index = None  # unreadable file: rebuilt from SQLite below
+        if index is None:
+            index = make_index(self.index_kind, dim)
+        stored = self._table.ids(scope_key)
+        present = index.labels()
+        stale = present - stored
+        if stale:
+            index.remove(np.fromiter(stale, dtype=np.int64, count=len(stale)))
+        missing = stored - present
+        if missing:
+            for ids, vectors in self._table.vectors(scope_key, dim):
+                keep = np.isin(ids, np.fromiter(missing, dtype=np.int64, count=len(missing)))
+                index.add(ids[keep], vectors[keep])
+        if stale or missing:
+            self._dirty[scope_key] = len(stale) + len(missing)
+        self._indexes[scope_key] = index
+        return index
+
+    def _touch(self, scope_key: str, changes: int = 1) -> None:
+        self._dirty[scope_key] = self._dirty.get(scope_key, 0) + changes
+        if self._dirty[scope_key] >= _AUTOSAVE_EVERY:
+            self._indexes[scope_key].save(self._index_path(scope_key))
+            del self._dirty[scope_key]
+
+    def _drop(self, rows: list[tuple[int, str]]) -> None:
+        """Delete entries from SQLite and from their (loaded) indexes."""
+        by_scope: dict[str, list[int]] = {}
+        for entry_id, scope_key in rows:
+            by_scope.setdefault(scope_key, []).append(entry_id)
+        self._table.delete([entry_id for entry_id, _ in rows])
+        for scope_key, ids in by_scope.items():
+            index = self._indexes.get(scope_key)
+            if index is not None:
+                index.remove(np.array(ids, dtype=np.int64))
+                self._touch(scope_key, len(ids))
+
+    def _evict_over_limit(self) -> None:
+        excess = self._table.count() - self.max_entries
+        if excess > 0:
+            self._drop(self._table.least_recently_used(excess))

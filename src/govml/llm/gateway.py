@@ -1,0 +1,119 @@
+"""A running gateway's parts, built from ``gateway.yaml``: keys, router, safety, cache,
+budgets, metrics, carbon model and request log. The FastAPI app only wires HTTP to them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from govml.llm.backends import Backend, Router, build_backends
+from govml.llm.budgets import BudgetTracker
+from govml.llm.cache_step import CacheStep
+from govml.llm.config import GatewayConfig, KeyEntry, resolve_keys
+from govml.llm.monitoring import CarbonModel, GatewayMetrics
+from govml.llm.request_log import RequestLog
+from govml.llm.safety import OutputFilter, PromptGuard
+from govml.llm.safety_steps import SafetySteps
+from govml.paths import govml_home
+
+
+def llm_home(home: Path | None = None) -> Path:
+    """``$GOVML_HOME/llm`` (created): cache, request log, converted models."""
+    folder = (home or govml_home()) / "llm"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@dataclass
+class Gateway:
+    config: GatewayConfig
+    keys: dict[str, KeyEntry]
+    router: Router
+    safety: SafetySteps
+    cache: CacheStep
+    budgets: BudgetTracker
+    metrics: GatewayMetrics
+    carbon: CarbonModel
+    request_log: RequestLog | None
+    owned_backends: list[Backend] = field(default_factory=list)
+    owns_cache: bool = False
+
+    @classmethod
+    def from_config(
+        cls,
+        config: GatewayConfig,
+        *,
+        home: Path | None = None,
+        backends: Mapping[str, Backend] | None = None,
+        guard: PromptGuard | None = None,
+        output_filter: OutputFilter | None = None,
+        cache: object | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Gateway:
+        """Build every part; parts passed in are used as they are (and not closed here)."""
+        folder = llm_home(home)
+        keys = resolve_keys(config.auth, None if environ is None else dict(environ))
+        metrics = GatewayMetrics()
+        carbon = CarbonModel.for_country(
+            config.carbon.country_iso_code, watts_per_core=config.carbon.cpu_watts_per_core
+        )
+        given = dict(backends or {})
+        missing = {n: b for n, b in config.backends.items() if n not in given}
+        owned: list[Backend] = []
+        if missing:
+            built = build_backends(
+                config.model_copy(update={"backends": missing}), models_dir=folder / "models"
+            )
+            owned = list(built.values())
+            given.update(built)
+        router = Router(
+            {route.name: [given[b] for b in route.backends] for route in config.models},
+            on_fallback=lambda model, backend: metrics.fallbacks.labels(model, backend).inc(),
+        )
+        if config.safety.enabled:
+            guard = guard or PromptGuard(threshold=config.safety.input_threshold)
+            output_filter = output_filter or OutputFilter(threshold=config.safety.output_threshold)
+        else:
+            guard, output_filter = None, None
+        semantic_cache = cache
+        if config.cache.enabled and semantic_cache is None:
+            from govml.llm.cache.semantic import DEFAULT_THRESHOLD, SemanticCache
+            from govml.llm.embedding import get_embedder
+
+            semantic_cache = SemanticCache(
+                config.cache.directory or folder / "cache",
+                embedder=get_embedder(config.cache.embedder),
+                threshold=config.cache.threshold or DEFAULT_THRESHOLD,
+                ttl_seconds=config.cache.ttl_seconds,
+                max_entries=config.cache.max_entries,
+                cache_sampled=config.cache.cache_sampled,
+            )
+        request_log = None
+        if config.request_log.enabled:
+            request_log = RequestLog(
+                folder / "requests.db",
+                store_text=config.request_log.store_text,
+                on_drop=metrics.log_dropped.inc,
+            )
+        return cls(
+            config=config,
+            keys=keys,
+            router=router,
+            safety=SafetySteps(guard, output_filter, config.safety),
+            cache=CacheStep(semantic_cache if config.cache.enabled else None, config.cache),  # type: ignore[arg-type]
+            budgets=BudgetTracker(),
+            metrics=metrics,
+            carbon=carbon,
+            request_log=request_log,
+            owned_backends=owned,
+            owns_cache=cache is None and config.cache.enabled,
+        )
+
+    def close(self) -> None:
+        if self.request_log is not None:
+            self.request_log.close()
+        if self.owns_cache:
+            self.cache.close()
+        for backend in self.owned_backends:
+            backend.close()

@@ -1,0 +1,169 @@
+"""Third layer of the prompt guard: one logistic-regression head per unsafe category
+on sentence embeddings. The heads are stored as plain arrays (``.npz``) with a JSON
+side-car, never as a pickle, and ship inside the package."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from govml.errors import DataError
+
+DEFAULT_HEAD = Path(__file__).with_name("guard_head.npz")
+FORMAT_VERSION = 1
+# MiniLM reads at most 256 word pieces; longer prompts are scored window by window
+# (about 150 words, overlapping by 50) and the highest risk counts, so an attack at the
+# end of a long prompt is not cut off.
+WINDOW_WORDS = 150
+WINDOW_STRIDE = 100
+
+
+@dataclass(frozen=True)
+class GuardHead:
+    """Per-category logistic heads: ``risk = sigmoid(x @ coef[k] + intercept[k])``;
+    a category fires when its risk reaches ``thresholds[k]``."""
+
+    categories: tuple[str, ...]
+    coef: np.ndarray  # (k, d) float32
+    intercept: np.ndarray  # (k,) float32
+    thresholds: np.ndarray  # (k,) float32
+    embedder: str = "minilm"
+    metadata: dict[str, object] | None = None
+
+    def __post_init__(self) -> None:
+        k = len(self.categories)
+        if self.coef.ndim != 2 or self.coef.shape[0] != k:
+            raise DataError(f"guard head: coef has shape {self.coef.shape}, expected ({k}, d)")
+        if self.intercept.shape != (k,) or self.thresholds.shape != (k,):
+            raise DataError("guard head: intercept and thresholds need one value per category")
+
+    @property
+    def dim(self) -> int:
+        return int(self.coef.shape[1])
+
+    def risks(self, vectors: np.ndarray) -> np.ndarray:
+        """Risk in [0, 1] per row and category, shape ``(n, k)``."""
+        x = np.asarray(vectors, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected embeddings of shape (n, {self.dim}), got {x.shape}")
+        logits = x @ self.coef.T + self.intercept
+        return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+
+
+def text_windows(text: str, *, size: int = WINDOW_WORDS, stride: int = WINDOW_STRIDE) -> list[str]:
+    """``text`` cut into overlapping windows of ``size`` words (one window if shorter)."""
+    words = text.split()
+    if len(words) <= size:
+        return [text]
+    starts = range(0, len(words) - size + stride, stride)
+    return [" ".join(words[s : s + size]) for s in starts if s < len(words)]
+
+
+def _array_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def save_head(head: GuardHead, path: Path) -> str:
+    """Write ``path`` (.npz, fixed zip timestamps so equal heads give equal bytes) and
+    ``path.with_suffix('.json')``; return the sha256 of the .npz."""
+    arrays = {
+        "coef": head.coef.astype(np.float32),
+        "intercept": head.intercept.astype(np.float32),
+        "thresholds": head.thresholds.astype(np.float32),
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, _array_bytes(array))
+    data = buffer.getvalue()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    side = {
+        "format_version": FORMAT_VERSION,
+        "categories": list(head.categories),
+        "embedder": head.embedder,
+        "dim": head.dim,
+        "npz_sha256": digest,
+        "metadata": head.metadata or {},
+    }
+    path.with_suffix(".json").write_text(json.dumps(side, indent=2, sort_keys=True) + "\n")
+    return digest
+
+
+def load_head(path: Path = DEFAULT_HEAD) -> GuardHead:
+    """Read a head written by :func:`save_head`, checking the side-car's digest."""
+    path = Path(path)
+    side_path = path.with_suffix(".json")
+    if not path.is_file() or not side_path.is_file():
+        raise DataError(
+            f"no guard head at {path} (and {side_path.name}); build one with "
+            "`govml llm train-guard`"
+        )
+    raw = path.read_bytes()
+    side = json.loads(side_path.read_text())
+    if side.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"{side_path}: unsupported guard head format {side.get('format_version')}")
+    if side.get("npz_sha256") != hashlib.sha256(raw).hexdigest():
+        raise DataError(f"{path} does not match the digest in {side_path.name}; retrain it")
+    with np.load(io.BytesIO(raw), allow_pickle=False) as arrays:
+        return GuardHead(
+            categories=tuple(side["categories"]),
+            coef=arrays["coef"],
+            intercept=arrays["intercept"],
+            thresholds=arrays["thresholds"],
+            embedder=side["embedder"],
+            metadata=side.get("metadata"),
+        )
+
+
+def fit_head(
+    vectors: np.ndarray,
+    labels: Sequence[str],
+    categories: Sequence[str],
+    *,
+    thresholds: Sequence[float],
+    safe_label: str = "safe",
+    c: float = 1.0,
+    embedder: str = "minilm",
+    metadata: dict[str, object] | None = None,
+) -> GuardHead:
+    """Fit one balanced logistic regression per category, each on that category's
+    examples against the safe ones (other unsafe categories are left out)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(vectors, dtype=np.float64)
+    y = np.asarray(labels)
+    safe = y == safe_label
+    if not safe.any():
+        raise DataError("training data holds no safe examples")
+    coefs, intercepts = [], []
+    for category in categories:
+        positive = y == category
+        if positive.sum() < 2:
+            raise DataError(f"training data holds fewer than 2 examples of {category!r}")
+        rows = positive | safe
+        model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, tol=1e-6)
+        model.fit(x[rows], positive[rows].astype(int))
+        coefs.append(model.coef_[0])
+        intercepts.append(model.intercept_[0])
+    return GuardHead(
+        categories=tuple(categories),
+        coef=np.asarray(coefs, dtype=np.float32),
+        intercept=np.asarray(intercepts, dtype=np.float32),
+        thresholds=np.asarray(thresholds, dtype=np.float32),
+        embedder=embedder,
+        metadata=metadata,
+    )

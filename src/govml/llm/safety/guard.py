@@ -1,0 +1,291 @@
+"""The prompt guard and the output filter: normalisation, rules, classifier heads and
+personal data combined into one :class:`GuardResult` per text."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from govml.llm.safety.classifier import DEFAULT_HEAD, GuardHead, load_head, text_windows
+from govml.llm.safety.leak import DEFAULT_MIN_WORDS, find_leaks
+from govml.llm.safety.normalise import NormalisedText, normalise
+from govml.llm.safety.result import GuardResult, combine, scaled_risk
+from govml.llm.safety.rules import match_rules
+from govml.pii import ENTITY_TYPES, PiiFinding, find_pii, replace_spans
+
+# A rule match is strong evidence but not proof (rules cannot read intent): high risk,
+# not the maximum. Hidden text alone is suspicious, not unsafe: it lowers the score
+# without reaching the default threshold.
+RULE_RISK = 0.9
+OBFUSCATION_RISK = 0.3
+LEAK_RISK = 0.9
+LEAK_LABEL = "SYSTEM_PROMPT"
+
+
+def _resolve_head(head: GuardHead | Path | str | None) -> GuardHead:
+    if isinstance(head, GuardHead):
+        return head
+    return load_head(Path(head) if head is not None else DEFAULT_HEAD)
+
+
+def _check_threshold(threshold: float) -> float:
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    return float(threshold)
+
+
+class _HeadScorer:
+    """Embeds texts window by window and scores them with a :class:`GuardHead`."""
+
+    def __init__(self, head: GuardHead, embedder: object | None, categories: Sequence[str]):
+        from govml.llm.embedding import Embedder, get_embedder
+
+        self.head = head
+        self.embedder: Embedder = embedder if embedder is not None else get_embedder(head.embedder)  # type: ignore[assignment]
+        if self.embedder.dim != head.dim:
+            raise ValueError(
+                f"the guard head expects {head.dim}-d embeddings, the embedder gives "
+                f"{self.embedder.dim}"
+            )
+        unknown = sorted(set(categories) - set(head.categories))
+        if unknown:
+            raise ValueError(f"the guard head has no category {unknown}; it has {head.categories}")
+        self.columns = [head.categories.index(c) for c in categories]
+        self.categories = tuple(categories)
+
+    def probabilities(self, texts: Sequence[list[str]]) -> list[dict[str, float]]:
+        """Highest probability over each text's windows, per category."""
+        flat = [w for windows in texts for w in windows]
+        if not flat:
+            return [{} for _ in texts]
+        risks = self.head.risks(self.embedder.encode(flat))[:, self.columns]
+        out: list[dict[str, float]] = []
+        start = 0
+        for windows in texts:
+            block = risks[start : start + len(windows)]
+            start += len(windows)
+            top = block.max(axis=0) if len(block) else np.zeros(len(self.columns))
+            out.append({c: float(v) for c, v in zip(self.categories, top, strict=True)})
+        return out
+
+    def layer_risk(self, probabilities: dict[str, float]) -> tuple[float, list[str]]:
+        """Scaled risk of the worst category and the categories past their threshold."""
+        thresholds = {
+            c: float(self.head.thresholds[i])
+            for c, i in zip(self.categories, self.columns, strict=True)
+        }
+        scaled = {c: scaled_risk(p, thresholds[c]) for c, p in probabilities.items()}
+        fired = [c for c, p in probabilities.items() if p >= thresholds[c]]
+        return max(scaled.values(), default=0.0), fired
+
+
+class PromptGuard:
+    """Checks a prompt: normalise -> rules -> classifier heads, plus personal data.
+
+    ``threshold``: flag when the safety score falls below it (0.5 puts each head at its
+    trained threshold). Layers can be switched off to measure each one alone.
+    """
+
+    def __init__(
+        self,
+        *,
+        threshold: float = 0.5,
+        head: GuardHead | Path | str | None = None,
+        embedder: object | None = None,
+        use_rules: bool = True,
+        use_classifier: bool = True,
+        detect_pii: bool = True,
+        pii_entities: Sequence[str] = ENTITY_TYPES,
+    ) -> None:
+        self.threshold = _check_threshold(threshold)
+        self.use_rules = use_rules
+        self.detect_pii = detect_pii
+        self.pii_entities = tuple(pii_entities)
+        self._scorer: _HeadScorer | None = None
+        if use_classifier:
+            loaded = _resolve_head(head)
+            self._scorer = _HeadScorer(loaded, embedder, loaded.categories)
+
+    def check(self, text: str, *, embedding: np.ndarray | None = None) -> GuardResult:
+        """Check one prompt. ``embedding`` (the prompt's vector from the same encoder, e.g.
+        computed for the semantic cache) skips re-encoding a short, plain prompt."""
+        return self.check_batch([text], embeddings=None if embedding is None else [embedding])[0]
+
+    def check_batch(
+        self, texts: Sequence[str], *, embeddings: Sequence[np.ndarray] | None = None
+    ) -> list[GuardResult]:
+        """Check several prompts, encoding all their windows in one call."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("check_batch() takes a list of strings")
+        normalised = [normalise(t) for t in texts]
+        probabilities = self._probabilities(normalised, embeddings)
+        return [
+            self._result(t, n, p) for t, n, p in zip(texts, normalised, probabilities, strict=True)
+        ]
+
+    def _probabilities(
+        self, normalised: list[NormalisedText], embeddings: Sequence[np.ndarray] | None
+    ) -> list[dict[str, float]]:
+        if self._scorer is None:
+            return [{} for _ in normalised]
+        windows = [
+            [w for part in (n.text, *n.payloads) for w in text_windows(part)] for n in normalised
+        ]
+        if embeddings is None:
+            return self._scorer.probabilities(windows)
+        out: list[dict[str, float]] = []
+        for n, w, vector in zip(normalised, windows, embeddings, strict=True):
+            if len(w) == 1 and n.text == n.original:
+                risks = self._scorer.head.risks(np.asarray(vector).reshape(1, -1))[0]
+                out.append(
+                    {
+                        c: float(risks[i])
+                        for c, i in zip(self._scorer.categories, self._scorer.columns, strict=True)
+                    }
+                )
+            else:
+                out.extend(self._scorer.probabilities([w]))
+        return out
+
+    def _result(
+        self, text: str, normalised: NormalisedText, probabilities: dict[str, float]
+    ) -> GuardResult:
+        layers: dict[str, float] = {
+            "normalisation": OBFUSCATION_RISK if normalised.obfuscated else 0.0
+        }
+        categories: list[str] = []
+        matches = match_rules(normalised.for_checking) if self.use_rules else []
+        if self.use_rules:
+            layers["rules"] = RULE_RISK if matches else 0.0
+            categories.extend(dict.fromkeys(m.category for m in matches))
+        if self._scorer is not None:
+            layers["classifier"], fired = self._scorer.layer_risk(probabilities)
+            categories.extend(c for c in fired if c not in categories)
+        findings = find_pii(text, entities=self.pii_entities) if self.detect_pii else []
+        score = combine(layers)
+        flagged = score < self.threshold
+        if findings:
+            categories.append("pii")
+        return GuardResult(
+            safety_score=score,
+            flagged=flagged,
+            categories=categories,
+            layers=layers,
+            category_scores=probabilities,
+            rule_matches=[m.rule for m in matches],
+            normalisation=list(normalised.changes),
+            pii=findings,
+            redacted_text=_redact(text, findings, []),
+        )
+
+
+def _redact(text: str, findings: list[PiiFinding], leaks: list[tuple[int, int]]) -> str:
+    spans = [(f.start, f.end, f.entity_type) for f in findings]
+    spans += [(start, end, LEAK_LABEL) for start, end in leaks]
+    return replace_spans(text, spans) if spans else text
+
+
+class OutputFilter:
+    """Checks a model's answer for toxicity, personal data and system-prompt leaks
+    (``leak_min_words`` or more consecutive words of the system prompt)."""
+
+    def __init__(
+        self,
+        *,
+        threshold: float = 0.5,
+        head: GuardHead | Path | str | None = None,
+        embedder: object | None = None,
+        categories: Sequence[str] = ("toxic",),
+        use_classifier: bool = True,
+        detect_pii: bool = True,
+        pii_entities: Sequence[str] = ENTITY_TYPES,
+        leak_min_words: int = DEFAULT_MIN_WORDS,
+    ) -> None:
+        self.threshold = _check_threshold(threshold)
+        self.detect_pii = detect_pii
+        self.pii_entities = tuple(pii_entities)
+        self.leak_min_words = leak_min_words
+        self._scorer = (
+            _HeadScorer(_resolve_head(head), embedder, categories) if use_classifier else None
+        )
+
+    def check(self, text: str, *, system_prompt: str | None = None) -> GuardResult:
+        """Check one answer (or the window of a streamed answer)."""
+        if not isinstance(text, str):
+            raise TypeError("check() takes a string")
+        layers: dict[str, float] = {}
+        categories: list[str] = []
+        probabilities: dict[str, float] = {}
+        if self._scorer is not None:
+            probabilities = self._scorer.probabilities([text_windows(text)])[0]
+            layers["classifier"], categories = self._scorer.layer_risk(probabilities)
+        leaks = find_leaks(text, system_prompt, min_words=self.leak_min_words)
+        layers["leak"] = LEAK_RISK if leaks else 0.0
+        if leaks:
+            categories.append("system_prompt_leak")
+        findings = find_pii(text, entities=self.pii_entities) if self.detect_pii else []
+        if findings:
+            categories.append("pii")
+        score = combine(layers)
+        return GuardResult(
+            safety_score=score,
+            flagged=score < self.threshold,
+            categories=categories,
+            layers=layers,
+            category_scores=probabilities,
+            pii=findings,
+            redacted_text=_redact(text, findings, leaks),
+        )
+
+
+class StreamingOutputFilter:
+    """Checks a streamed answer as it grows: every ``check_every`` new characters the
+    last ``window`` characters are checked, so a failure ends the stream early; the
+    window overlaps the previous one, so a leak or a toxic phrase split across two
+    chunks is still seen whole."""
+
+    def __init__(
+        self,
+        output_filter: OutputFilter,
+        *,
+        system_prompt: str | None = None,
+        window: int = 1000,
+        check_every: int = 200,
+    ) -> None:
+        if not 0 < check_every < window:
+            raise ValueError("check_every must be positive and smaller than window")
+        self._filter = output_filter
+        self._system_prompt = system_prompt
+        self._window = window
+        self._every = check_every
+        self._parts: list[str] = []
+        self._length = 0
+        self._checked_at = 0
+
+    @property
+    def text(self) -> str:
+        """Everything fed so far."""
+        return "".join(self._parts)
+
+    def _check_tail(self) -> GuardResult:
+        text = self.text
+        tail = text[-self._window :]
+        if len(text) > self._window and " " in tail:
+            tail = tail[tail.index(" ") + 1 :]  # do not start mid-word
+        self._checked_at = self._length
+        return self._filter.check(tail, system_prompt=self._system_prompt)
+
+    def feed(self, delta: str) -> GuardResult | None:
+        """Add a chunk; return a result when a check ran (stop the stream if it is
+        flagged), ``None`` when not enough new text has arrived yet."""
+        self._parts.append(delta)
+        self._length += len(delta)
+        if self._length - self._checked_at >= self._every:
+            return self._check_tail()
+        return None
+
+    def finish(self) -> GuardResult:
+        """Check what has not been checked yet (call once the stream ends)."""
+        return self._check_tail()

@@ -1,0 +1,213 @@
+"""Train the guard's classifier heads and measure every layer on a held-out split.
+
+The split is by source, not by row: whole jailbreak families, whole clusters of
+near-paraphrased harmful requests, role-play acts, paraphrase pairs (with their
+twins) and project topics are held out, so no family sits on both sides. The shipped
+head is then refitted on all the data with thresholds chosen the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from govml.llm.safety.classifier import GuardHead, fit_head, save_head
+from govml.llm.safety.dataset import (
+    CATEGORIES,
+    SAFE,
+    Example,
+    load_examples,
+    merge_near_duplicates,
+    source_split,
+)
+from govml.llm.safety.metrics import rate
+
+# cosine at or above which two examples of one source count as one group for the split:
+# harmful requests are heavily paraphrased (bomb-making, hacking), hence the lower cut
+NEAR_DUPLICATE = {
+    "harmful_requests": 0.75,
+    "toxicity_labeled.csv": 0.9,
+    "paraphrase_pairs": 0.9,
+    "benign_roleplay": 0.9,
+}
+ATTACKS = ("jailbreak", "harmful")
+
+
+class LayerFigures(BaseModel):
+    """Held-out detection rates of one layer (or of the combined guard)."""
+
+    attack_recall: float | None
+    recall: dict[str, float | None]
+    benign_fpr: float | None
+    fpr_by_source: dict[str, float | None]
+
+
+class SplitDescription(BaseModel):
+    """How the held-out split was made and how big each side is per source."""
+
+    method: str
+    train_rows: dict[str, int]
+    test_rows: dict[str, int]
+    held_out_jailbreak_families: list[str]
+
+
+class GuardTrainingReport(BaseModel):
+    """What ``train_guard`` wrote and what it measured."""
+
+    head_path: str
+    npz_sha256: str
+    seed: int
+    embedder: str
+    rows: dict[str, int]
+    thresholds: dict[str, float]
+    split: SplitDescription
+    held_out: dict[str, LayerFigures]
+    seconds: float
+
+
+def _encode(texts: Sequence[str], embedder_name: str) -> np.ndarray:
+    from govml.llm.embedding import get_embedder
+
+    vectors = get_embedder(embedder_name).encode(list(texts))
+    # rounding makes the fitted head insensitive to last-bit differences in the encoder's
+    # arithmetic, so the same inputs give the same bytes
+    return np.round(vectors.astype(np.float64), 5)
+
+
+def choose_thresholds(
+    vectors: np.ndarray,
+    labels: Sequence[str],
+    groups: Sequence[str],
+    *,
+    fpr_target: float,
+    folds: int = 5,
+) -> list[float]:
+    """Per category, the probability that out-of-fold safe examples exceed only
+    ``fpr_target`` of the time (grouped folds, so near-duplicates do not leak)."""
+    from sklearn.model_selection import GroupKFold
+
+    y = np.asarray(labels)
+    oof = np.zeros((len(y), len(CATEGORIES)))
+    for fit_rows, score_rows in GroupKFold(n_splits=folds).split(vectors, y, groups):
+        head = fit_head(vectors[fit_rows], y[fit_rows], CATEGORIES, thresholds=[0.5] * 3)
+        oof[score_rows] = head.risks(vectors[score_rows])
+    safe = oof[y == SAFE]
+    return [float(np.clip(np.quantile(safe[:, k], 1 - fpr_target), 0.2, 0.98)) for k in range(3)]
+
+
+def _figures(examples: Sequence[Example], flagged: Sequence[bool]) -> LayerFigures:
+    by_label: dict[str, list[bool]] = {}
+    by_source: dict[str, list[bool]] = {}
+    for ex, flag in zip(examples, flagged, strict=True):
+        by_label.setdefault(ex.label, []).append(flag)
+        if not ex.unsafe:
+            by_source.setdefault(ex.source, []).append(flag)
+    attacks = [f for ex, f in zip(examples, flagged, strict=True) if ex.label in ATTACKS]
+    benign = [f for ex, f in zip(examples, flagged, strict=True) if not ex.unsafe]
+    return LayerFigures(
+        attack_recall=rate(attacks),
+        recall={c: rate(by_label.get(c, [])) for c in CATEGORIES},
+        benign_fpr=rate(benign),
+        fpr_by_source={s: rate(v) for s, v in sorted(by_source.items())},
+    )
+
+
+def measure_layers(
+    head: GuardHead, examples: Sequence[Example], vectors: np.ndarray | None = None
+) -> dict[str, LayerFigures]:
+    """Figures of each layer alone and combined, from one run of the real
+    :class:`PromptGuard` (the combined score is the worst layer's, so a layer "alone"
+    flags exactly when its own risk crosses the threshold). ``vectors``: the examples'
+    embeddings if already computed."""
+    from govml.llm.safety.guard import PromptGuard
+
+    guard = PromptGuard(head=head, detect_pii=False)
+    results = guard.check_batch(
+        [ex.text for ex in examples], embeddings=None if vectors is None else list(vectors)
+    )
+    cut = 1.0 - guard.threshold
+    out = {
+        layer: _figures(examples, [r.layers[layer] > cut for r in results])
+        for layer in ("rules", "classifier")
+    }
+    out["combined"] = _figures(examples, [r.flagged for r in results])
+    out["normalisation_changed"] = _figures(examples, [bool(r.normalisation) for r in results])
+    return out
+
+
+def train_guard(
+    data_dir: Path,
+    out: Path,
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.3,
+    fpr_target: float = 0.01,
+    toxic_sample: int = 2500,
+    embedder: str = "minilm",
+) -> GuardTrainingReport:
+    """Train the heads on ``data_dir`` (the layout of ``shared/data/llm``), measure each
+    layer on a source-held-out split, refit on everything and write ``out`` (.npz) and
+    its .json side-car. Deterministic: same data and seed, same bytes."""
+    started = time.perf_counter()
+    examples = load_examples(Path(data_dir), toxic_sample=toxic_sample, seed=seed)
+    labels = [ex.label for ex in examples]
+    vectors = _encode([ex.text for ex in examples], embedder)
+    groups = merge_near_duplicates(examples, vectors, threshold=NEAR_DUPLICATE)
+    held = np.asarray(source_split(examples, groups, test_fraction=test_fraction, seed=seed))
+    train_idx, test_idx = np.flatnonzero(~held), np.flatnonzero(held)
+    train_labels = [labels[i] for i in train_idx]
+    split_thresholds = choose_thresholds(
+        vectors[train_idx], train_labels, [groups[i] for i in train_idx], fpr_target=fpr_target
+    )
+    split_head = fit_head(
+        vectors[train_idx],
+        train_labels,
+        CATEGORIES,
+        thresholds=split_thresholds,
+        embedder=embedder,
+    )
+    test_examples = [examples[i] for i in test_idx]
+    figures = measure_layers(split_head, test_examples, vectors[test_idx])
+
+    thresholds = choose_thresholds(vectors, labels, groups, fpr_target=fpr_target)
+    split = SplitDescription(
+        method=(
+            f"per source, whole groups held out until {test_fraction:.0%} of its rows: "
+            "jailbreak families (template name without version, pliny/<vendor>, DAN "
+            "variants, nesting), connected components of near-duplicates by cosine "
+            f"{NEAR_DUPLICATE}, role-play acts, paraphrase pairs, project topics; seed {seed}"
+        ),
+        train_rows=dict(Counter(examples[i].source for i in train_idx)),
+        test_rows=dict(Counter(examples[i].source for i in test_idx)),
+        held_out_jailbreak_families=sorted(
+            {ex.group.removeprefix("jb:") for ex in test_examples if ex.label == "jailbreak"}
+        ),
+    )
+    metadata = {
+        "seed": seed,
+        "rows": dict(sorted(Counter(labels).items())),
+        "fpr_target": fpr_target,
+        "toxic_sample": toxic_sample,
+        "held_out": {k: v.model_dump() for k, v in figures.items()},
+        "split": split.model_dump(),
+    }
+    head = fit_head(
+        vectors, labels, CATEGORIES, thresholds=thresholds, embedder=embedder, metadata=metadata
+    )
+    digest = save_head(head, Path(out))
+    return GuardTrainingReport(
+        head_path=str(out),
+        npz_sha256=digest,
+        seed=seed,
+        embedder=embedder,
+        rows=metadata["rows"],  # type: ignore[arg-type]
+        thresholds=dict(zip(CATEGORIES, thresholds, strict=True)),
+        split=split,
+        held_out=figures,
+        seconds=time.perf_counter() - started,
+    )

