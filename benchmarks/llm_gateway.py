@@ -95,7 +95,11 @@ def measure_tokens_per_second(
 
 
 def measure_gateway(
-    *, requests: int = 30, max_tokens: int = 24, engine: str = "auto"
+    *,
+    requests: int = 30,
+    max_tokens: int = 24,
+    engine: str = "auto",
+    guard_head: Path | None = None,
 ) -> dict[str, Any]:
     """Direct backend calls vs the same prompts through the gateway (misses), then again
     (cache hits); the gateway's overhead is the guard + cache + filter time it reports."""
@@ -116,8 +120,15 @@ def measure_gateway(
     }
     config = parse_gateway_config(raw, source=Path("benchmark-gateway.yaml"))
     with tempfile.TemporaryDirectory() as home:
+        from govml.llm.safety import OutputFilter, PromptGuard
+
         gateway = Gateway.from_config(
-            config, home=Path(home), backends={"local": backend}, environ={"GOVML_API_KEYS": KEY}
+            config,
+            home=Path(home),
+            backends={"local": backend},
+            guard=PromptGuard(head=guard_head),
+            output_filter=OutputFilter(head=guard_head),
+            environ={"GOVML_API_KEYS": KEY},
         )
         with (
             serve_in_background(create_app(gateway)) as url,
@@ -144,6 +155,7 @@ def measure_gateway(
             hits = [ask(p) for p in prompts]
     miss_overhead = [g["overhead_ms"] for _, g in misses]
     hit_latency = [ms for ms, g in hits if g["cache"]["status"] == "hit"]
+    steps = sorted({name for _, g in misses for name in g["steps_ms"]})
     return {
         "engine": engine,
         "requests": len(prompts),
@@ -152,8 +164,14 @@ def measure_gateway(
         "backend_direct_latency": direct["direct_latency"],
         "gateway_latency_miss": _percentiles([ms for ms, _ in misses]),
         "gateway_overhead_guard_cache_filter": _percentiles(miss_overhead),
+        "gateway_overhead_cpu": _percentiles([g["overhead_cpu_ms"] for _, g in misses]),
+        "gateway_overhead_steps_p50_ms": {
+            name: round(statistics.median(g["steps_ms"].get(name, 0.0) for _, g in misses), 2)
+            for name in steps
+        },
         "cache_hit_end_to_end": _percentiles(hit_latency) if hit_latency else None,
         "cache_hit_overhead": _percentiles([g["overhead_ms"] for _, g in hits]),
+        "cache_hit_overhead_cpu": _percentiles([g["overhead_cpu_ms"] for _, g in hits]),
         "cache_hits": f"{len(hit_latency)}/{len(hits)}",
         "carbon_g_per_generated_answer_median": statistics.median(g["carbon_g"] for _, g in misses),
     }
@@ -172,12 +190,16 @@ def main() -> None:
     parser.add_argument("--skip-cache", action="store_true", help="skip benchmarks/llm_cache.py")
     parser.add_argument("--skip-guard", action="store_true", help="skip benchmarks/llm_guard.py")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--guard-head", type=Path, help="a guard head (default: the shipped one)")
     args = parser.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
 
     figures: dict[str, Any] = {
         "gateway": measure_gateway(
-            requests=args.requests, max_tokens=args.max_tokens, engine=args.engine
+            requests=args.requests,
+            max_tokens=args.max_tokens,
+            engine=args.engine,
+            guard_head=args.guard_head,
         )
     }
     if args.all_engines:
@@ -204,13 +226,19 @@ def main() -> None:
         ("backend called directly", gw["backend_direct_latency"]),
         ("through the gateway (cache miss)", gw["gateway_latency_miss"]),
         ("gateway overhead: guard + cache + filter", gw["gateway_overhead_guard_cache_filter"]),
+        ("  the same in CPU time", gw["gateway_overhead_cpu"]),
         ("cache hit, end to end over HTTP", gw["cache_hit_end_to_end"]),
+        ("  gateway steps of a hit, CPU time", gw["cache_hit_overhead_cpu"]),
     ]
     print(f"{'':44} {'p50 ms':>10} {'p99 ms':>10}")
     for label, value in rows:
         if value:
             print(f"{label:44} {value['p50_ms']:>10.1f} {value['p99_ms']:>10.1f}")
     print(f"cache hits on the second pass: {gw['cache_hits']}")
+    print(f"overhead per step, p50 ms: {gw['gateway_overhead_steps_p50_ms']}")
+    print(
+        f"machine load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     for engine, result in figures.get("engines", {}).items():
         print(
             f"engine {engine}: {result['tokens_per_second_median']} tokens/s "
@@ -220,6 +248,7 @@ def main() -> None:
         if section in figures:
             print(f"--- {section}")
             print(json.dumps(figures[section], indent=2, default=str))
+    figures["load_average_1min"] = os.getloadavg()[0]
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
 

@@ -112,8 +112,10 @@ def run_client(url: str, body_path: str, requests: int, seconds: float) -> dict[
 def _load(url: str, body_path: Path, requests: int, seconds: float) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--client", url, str(body_path), str(requests), str(seconds)],
-        check=True, capture_output=True, text=True,
+        capture_output=True, text=True,
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"load client failed on {url}:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -71,8 +71,11 @@ def test_run_beats_baselines_and_records_every_stage(german_run) -> None:  # typ
 
 
 def test_registered_model_loads_and_predicts_raw_rows(german_run) -> None:  # type: ignore[no-untyped-def]
-    record, _, _ = german_run
-    model = mlflow.pyfunc.load_model("models:/german-credit@candidate")
+    record, client, _ = german_run
+    from tests.conftest import mlflow_store_uri
+
+    with mlflow_store_uri(client.tracking_uri):
+        model = mlflow.pyfunc.load_model("models:/german-credit@candidate")
     rows = pd.read_csv(record.data.train_path).drop(columns=["credit"]).head(7)
     predictions = np.asarray(model.predict(rows))
     assert predictions.shape == (7,)

@@ -169,12 +169,7 @@ def _print_responsible_ai(record: RunRecord) -> None:
 
 def _mount(module: str, group: str | None = None) -> None:
     """Mount a part's commands: its ``register(app)``, or its Typer ``app`` as a group."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:  # INTEGRATION: strict once every part has landed
-        if exc.name == module:
-            return
-        raise
+    mod = importlib.import_module(module)
     if group is None:
         mod.register(app)
     else:
@@ -183,6 +178,7 @@ def _mount(module: str, group: str | None = None) -> None:
 
 _mount("govml.serving.cli")
 _mount("govml.governance.cli")
+_mount("govml.compute.cli")
 _mount("govml.llm.cli", group="llm")
 
 

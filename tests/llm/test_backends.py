@@ -208,15 +208,19 @@ def test_router_falls_back_to_the_next_backend(upstream_url: str) -> None:
     dead = upstream(f"http://127.0.0.1:{free_port()}", max_retries=0)
     alive = upstream(upstream_url)
     failures: list[tuple[str, str]] = []
-    router = Router({"echo": [dead, alive]}, on_fallback=lambda m, b: failures.append((m, b)))
+    router = Router(
+        {"echo": [("dead", dead), ("alive", alive)]},
+        on_fallback=lambda m, b: failures.append((m, b)),
+    )
     routed = router.complete(ask())
     assert routed.completion.text == upstream_answer("alpha", QUESTION)
     streamed = router.open_stream(ask())
     assert "".join(c.text for c in streamed.chunks) == upstream_answer("alpha", QUESTION)
-    assert failures == [("echo", "up"), ("echo", "up")]
+    assert routed.backend == streamed.backend == "alive"
+    assert failures == [("echo", "dead"), ("echo", "dead")]
 
 
 def test_router_reports_every_backend_when_all_are_down() -> None:
     dead = [upstream(f"http://127.0.0.1:{free_port()}", max_retries=0) for _ in range(2)]
     with pytest.raises(BackendUnavailableError, match="every backend"):
-        Router({"echo": dead}).complete(ask())
+        Router({"echo": [(f"dead{i}", b) for i, b in enumerate(dead)]}).complete(ask())

@@ -22,7 +22,9 @@ def test_negation_cues() -> None:
 
 
 def test_key_terms_find_identifiers_and_acronyms() -> None:
-    terms = key_terms("Use `Dataset.map()` with load_from_cache_file on NLP data in IterableDataset")
+    terms = key_terms(
+        "Use `Dataset.map()` with load_from_cache_file on NLP data in IterableDataset"
+    )
     assert {"load_from_cache_file", "nlp", "iterabledataset", "dataset", "map"} <= terms
     assert key_terms("How do I bake bread?") == frozenset()
 

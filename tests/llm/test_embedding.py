@@ -15,6 +15,7 @@ from govml.llm.embedding import (
     EmbeddingModelMissingError,
     OnnxEmbedder,
     get_embedder,
+    load_embedder,
     packaged_model_dir,
 )
 
@@ -125,3 +126,12 @@ def test_int8_agrees_with_fp32(embedder: Embedder) -> None:
     fp32 = get_embedder("minilm-fp32")
     cos = (embedder.encode(texts) * fp32.encode(texts)).sum(axis=1)
     assert (cos > 0.995).all()
+
+
+def test_load_embedder_gives_a_fresh_equal_instance(embedder: Embedder) -> None:
+    fresh = load_embedder("minilm")
+    assert fresh is not embedder
+    text = ["A fresh instance encodes the same way."]
+    np.testing.assert_allclose(fresh.encode(text), embedder.encode(text), atol=1e-6)
+    with pytest.raises(ConfigError):
+        load_embedder("nope")

@@ -31,6 +31,7 @@ from govml.features.preprocess import build_preprocessor, split_columns
 from govml.serving.app import ServeSettings, create_app
 from govml.serving.loading import LoadedModel, load_model
 from govml.serving.monitoring import CarbonSettings
+from tests.conftest import mlflow_store_uri
 
 DATA = Path(__file__).resolve().parents[2] / "examples" / "credit-risk" / "data"
 TARGET = "income"
@@ -150,9 +151,7 @@ def foreign_model(store: Store, adult: AdultData) -> str:
             ("model", LogisticRegression(max_iter=500)),
         ]
     ).fit(frame, adult.train_y)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(store.tracking_uri)
-    try:
+    with mlflow_store_uri(store.tracking_uri):
         experiment = store.client.get_experiment_by_name("serving-tests")
         with mlflow.start_run(experiment_id=experiment.experiment_id):
             info = mlflow.sklearn.log_model(
@@ -161,8 +160,6 @@ def foreign_model(store: Store, adult: AdultData) -> str:
                 registered_model_name="foreign",
                 serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
             )
-    finally:
-        mlflow.set_tracking_uri(previous)
     return f"foreign/{info.registered_model_version}"
 
 

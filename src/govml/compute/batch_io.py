@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 from govml.errors import DataError
 
 FileFormat = Literal["parquet", "csv"]
+Engine = Literal["local", "ray"]
+DEFAULT_CHUNK_ROWS = 100_000
 
 _SUFFIXES: dict[str, FileFormat] = {
     ".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".csv.gz": "csv", ".csv.bz2": "csv",
@@ -91,7 +93,7 @@ def read_chunks(
     )
     try:
         yield from _rechunk(batches, chunk_rows)
-    except pa.ArrowInvalid as exc:  # a missing column, a value of the wrong type (with its row)
+    except (pa.ArrowInvalid, pa.ArrowKeyError) as exc:  # a missing column; a bad value, with its row
         raise DataError(f"{path}: {exc}") from None
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from govml.compute.scoring import DEFAULT_CHUNK_ROWS, Engine
+from govml.compute.batch_io import DEFAULT_CHUNK_ROWS, Engine
 
 
 def score(

@@ -25,12 +25,10 @@ from mlflow.types import DataType
 from pydantic import BaseModel
 from sklearn.pipeline import Pipeline
 
-from govml.compute.batch_io import chunk_writer, csv_convert_options, file_format, read_chunks
+from govml.compute.batch_io import DEFAULT_CHUNK_ROWS, Engine, chunk_writer, csv_convert_options, file_format, read_chunks
 from govml.compute.ray_session import cluster_cpus, ray_connection
 from govml.errors import DataError, GovmlError
 
-Engine = Literal["local", "ray"]
-DEFAULT_CHUNK_ROWS = 100_000
 
 _ARROW_TYPES: dict[DataType, pa.DataType] = {
     DataType.long: pa.int64(), DataType.integer: pa.int32(), DataType.double: pa.float64(),
@@ -189,7 +187,8 @@ def score_file_ray(
     started = time.perf_counter()
     with ray_connection(address=address, num_cpus=num_cpus) as ray:
         context = ray.data.DataContext.get_current()
-        saved_order, context.execution_options.preserve_order = context.execution_options.preserve_order, True
+        saved = (context.execution_options.preserve_order, context.enable_progress_bars)
+        context.execution_options.preserve_order, context.enable_progress_bars = True, False
         try:
             if kind == "parquet":
                 dataset = ray.data.read_parquet(str(source), columns=needed)
@@ -197,7 +196,9 @@ def score_file_ray(
                 dataset = ray.data.read_csv(str(source), convert_options=csv_convert_options(needed, types))
             scored = dataset.map_batches(
                 _RayBlockScorer, fn_constructor_kwargs={"model": model, "keep": keep},
-                batch_size=chunk_rows, batch_format="pyarrow", concurrency=cluster_cpus(ray),
+                batch_size=chunk_rows, batch_format="pyarrow", num_cpus=1,
+                # One CPU stays free for the read and write tasks, or they wait on the actors forever.
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cluster_cpus(ray) - 1)),
             )
             if out_kind == "parquet":
                 scored.write_parquet(str(target))
@@ -206,7 +207,7 @@ def score_file_ray(
         except ray.exceptions.RayTaskError as exc:
             raise DataError(f"{source}: scoring failed on a Ray worker: {exc.cause!r}") from None
         finally:
-            context.execution_options.preserve_order = saved_order
+            context.execution_options.preserve_order, context.enable_progress_bars = saved
     return _result(model, "ray", source, target, _rows_written(target, out_kind), None, started)
 
 

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -35,6 +36,7 @@ from govml.llm.backends.base import (
     Usage,
 )
 from govml.llm.budgets import BudgetExceeded
+from govml.llm.cache_step import CachedAnswer
 from govml.llm.config import KeyEntry, RouteConfig, hash_key
 from govml.llm.gateway import Gateway
 from govml.llm.openai_errors import (
@@ -47,7 +49,7 @@ from govml.llm.openai_errors import (
     rate_limited,
     unauthorized,
 )
-from govml.llm.safety_steps import stream_action, stream_view
+from govml.llm.safety_steps import stream_action, stream_view, user_turns
 from govml.llm.schemas import ChatCompletionRequest, chunk_json, completion_json, models_json
 from govml.llm.trace import RequestTrace
 
@@ -154,12 +156,12 @@ def _backend_error(exc: BackendUnavailableError | BackendRequestError) -> OpenAI
 
 
 @contextmanager
-def _gateway_step(trace: RequestTrace) -> Iterator[None]:
+def _gateway_step(trace: RequestTrace, name: str) -> Iterator[None]:
     """Time a guard, cache or filter step into the request's overhead and CPU time."""
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), trace.cpu.seconds
     with trace.cpu.timed():
         yield
-    trace.overhead_seconds += time.perf_counter() - started
+    trace.add_step(name, time.perf_counter() - started, trace.cpu.seconds - cpu_before)
 
 
 # ---------------------------------------------------------------------------- the pipeline
@@ -178,40 +180,58 @@ class _ChatPipeline:
         self.request = _generation_request(parsed, route)
         self.system_prompt = _system_prompt(self.request)
         self.trace = RequestTrace(tenant=key.tenant, model=route.name, stream=parsed.stream)
-        self.cached_answer: str | None = None
-        self.cached_usage: Usage | None = None
+        self.cached: CachedAnswer | None = None
+        self.question_vector: np.ndarray | None = None
         self.finished = False
 
     def check_input_and_cache(self) -> None:
-        """Guard the prompt (raise when blocked), then look the cache up."""
-        trace, gateway = self.trace, self.gateway
-        with _gateway_step(trace):
-            verdict = gateway.safety.check_input(self.route, self.request.messages)
+        """Guard the prompt (raise when blocked), then look the cache up; the user turns
+        are encoded once, for the guard's classifier and the cache alike."""
+        trace, gateway, route = self.trace, self.gateway, self.route
+        turns = user_turns(self.request.messages)
+        with _gateway_step(trace, "input_check"):
+            vectors = gateway.cache.encode(route, turns)
+            verdict = gateway.safety.check_input(route, self.request.messages, embeddings=vectors)
         trace.input = verdict.view
         trace.prompt = "\n".join(m.content for m in verdict.messages if m.role == "user")
-        gateway.metrics.safety.labels(self.route.name, "input", verdict.view.action).inc()
+        gateway.metrics.safety.labels(route.name, "input", verdict.view.action).inc()
         if verdict.blocked:
             raise content_filtered(
                 f"The prompt was blocked by the gateway's safety policy: {verdict.reason}",
                 verdict.view.categories,
                 trace.govml(gateway.carbon),
             )
+        if vectors is not None and user_turns(verdict.messages)[-1:] == turns[-1:]:
+            self.question_vector = vectors[-1]  # not redacted: the embedding still holds
         self.request = replace(self.request, messages=verdict.messages)
-        with _gateway_step(trace):
-            outcome = gateway.cache.lookup(self.key.tenant, self.route, self.request)
+        with _gateway_step(trace, "cache_lookup"):
+            outcome = gateway.cache.lookup(
+                self.key.tenant, route, self.request, vector=self.question_vector
+            )
         trace.cache_status = outcome.status
         trace.cache_similarity = outcome.similarity
-        gateway.metrics.cache.labels(self.route.name, outcome.status).inc()
-        if outcome.status == "hit":
-            self.cached_answer, self.cached_usage = outcome.answer, outcome.usage
+        gateway.metrics.cache.labels(route.name, outcome.status).inc()
+        if outcome.answer is not None:
+            self.cached = outcome.answer
             trace.backend = "cache"
+
+    def store(self, text: str, finish: str, usage: Usage) -> None:
+        """Keep a generated answer that passed the output filter."""
+        if self.trace.cache_status != "miss" or finish not in ("stop", "length"):
+            return
+        answer = CachedAnswer(text, finish, usage, self.trace.output)  # type: ignore[arg-type]
+        with _gateway_step(self.trace, "cache_store"):
+            self.gateway.cache.store(
+                self.key.tenant, self.route, self.request, answer, vector=self.question_vector
+            )
 
     def complete(self) -> JSONResponse:
         """The non-streaming answer."""
         self.check_input_and_cache()
         trace, gateway = self.trace, self.gateway
-        if self.cached_answer is not None:
-            text, finish, usage = self.cached_answer, "stop", self.cached_usage or Usage(0, 0)
+        if self.cached is not None:
+            text, finish, usage = self.cached.text, self.cached.finish_reason, self.cached.usage
+            trace.output = self.cached.output
         else:
             started = time.perf_counter()
             try:
@@ -221,27 +241,23 @@ class _ChatPipeline:
                 raise _backend_error(exc) from None
             trace.generation_seconds = time.perf_counter() - started
             trace.backend = routed.backend
-            text, finish, usage = (
-                routed.completion.text,
-                routed.completion.finish_reason,
-                routed.completion.usage,
-            )
+            completion = routed.completion
+            with _gateway_step(trace, "output_check"):
+                verdict = gateway.safety.check_output(
+                    self.route, completion.text, self.system_prompt
+                )
+            trace.output = verdict.view
+            gateway.metrics.safety.labels(self.route.name, "output", verdict.view.action).inc()
+            text, usage = verdict.text, completion.usage
+            finish = "content_filter" if verdict.blocked else completion.finish_reason
+            self.store(text, finish, usage)
         trace.usage = usage
-        with _gateway_step(trace):
-            verdict = gateway.safety.check_output(self.route, text, self.system_prompt)
-        trace.output = verdict.view
-        gateway.metrics.safety.labels(self.route.name, "output", verdict.view.action).inc()
-        if verdict.blocked:
-            finish = "content_filter"
-        trace.answer = verdict.text
-        if trace.cache_status == "miss" and finish == "stop":
-            with _gateway_step(trace):
-                gateway.cache.store(self.key.tenant, self.route, self.request, verdict.text, usage)
+        trace.answer = text
         body = completion_json(
             request_id=trace.request_id,
             created=trace.created,
             model=self.route.name,
-            content=verdict.text,
+            content=text,
             finish_reason=finish,
             usage=usage,
             govml=trace.govml(gateway.carbon),
@@ -251,8 +267,8 @@ class _ChatPipeline:
 
     def open_source(self) -> Iterator[StreamChunk]:
         """Where the streamed text comes from: the cache, or a backend (fallback applies)."""
-        if self.cached_answer is not None:
-            return _replay(self.cached_answer, self.cached_usage or Usage(0, 0))
+        if self.cached is not None:
+            return _replay(self.cached)
         try:
             with self.trace.cpu.timed():
                 routed = self.gateway.router.open_stream(self.request)
@@ -272,7 +288,8 @@ class _ChatPipeline:
             "include_usage_field": include_usage,
         }
         yield _sse(chunk_json(**common, delta={"role": "assistant", "content": ""}))
-        watcher = gateway.safety.stream_filter(self.system_prompt)
+        # a cached answer passed the filter when it was stored
+        watcher = None if self.cached else gateway.safety.stream_filter(self.system_prompt)
         results, parts = [], []
         action, finish, usage = "allow", "stop", None
         started = time.perf_counter()
@@ -285,7 +302,7 @@ class _ChatPipeline:
                 if chunk.text:
                     trace.mark_first_token()
                     if watcher is not None:
-                        with _gateway_step(trace):
+                        with _gateway_step(trace, "output_check"):
                             result = watcher.feed(chunk.text)
                         if result is not None:
                             results.append(result)
@@ -308,19 +325,20 @@ class _ChatPipeline:
                 close()
         trace.generation_seconds = time.perf_counter() - started
         if watcher is not None and action != "block" and parts:
-            with _gateway_step(trace):
+            with _gateway_step(trace, "output_check"):
                 final = watcher.finish()
             results.append(final)
             action = _escalate(action, stream_action(final, route))
             if action == "block":
                 finish = "content_filter"
-        trace.output = stream_view(results, action)
-        gateway.metrics.safety.labels(route.name, "output", action).inc()
+        if self.cached is not None:
+            trace.output = self.cached.output
+        else:
+            trace.output = stream_view(results, action)
+            gateway.metrics.safety.labels(route.name, "output", action).inc()
         trace.usage = usage or Usage(0, len(parts))
         trace.answer = "".join(parts)
-        if trace.cache_status == "miss" and finish == "stop":
-            with _gateway_step(trace):
-                gateway.cache.store(self.key.tenant, route, self.request, trace.answer, trace.usage)
+        self.store(trace.answer, finish, trace.usage)
         govml = trace.govml(gateway.carbon)
         yield _sse(chunk_json(**common, delta={}, finish_reason=finish, govml=govml))
         if include_usage:
@@ -365,17 +383,17 @@ def _sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def _replay(answer: str, usage: Usage) -> Iterator[StreamChunk]:
+def _replay(answer: CachedAnswer) -> Iterator[StreamChunk]:
     """A cached answer as a stream of word-sized chunks, like a generated one."""
     word = ""
-    for char in answer:
+    for char in answer.text:
         word += char
         if char.isspace():
             yield StreamChunk(text=word)
             word = ""
     if word:
         yield StreamChunk(text=word)
-    yield StreamChunk(finish_reason="stop", usage=usage)
+    yield StreamChunk(finish_reason=answer.finish_reason, usage=answer.usage)
 
 
 # ---------------------------------------------------------------------------- the app

@@ -4,29 +4,44 @@ The scope keeps tenants apart (the API key's tenant), and answers for one model,
 system prompt, one earlier conversation and one set of sampling parameters apart. The
 question looked up is the last user turn; everything before it is part of the scope. A
 request with ``temperature > 0`` bypasses the cache unless ``cache.cache_sampled``
-(the cache decides that itself).
+(the cache decides that itself). An answer cut at ``max_tokens`` is cached too: the
+scope holds ``max_tokens``, so the same request gets the same cut answer. Only answers
+that passed the output filter are stored (their redacted text), with the filter's
+verdict, which a hit reports instead of checking the text again.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from govml.llm.backends.base import ChatMessage, GenerationRequest, Usage
+import numpy as np
+
+from govml.llm.backends.base import ChatMessage, FinishReason, GenerationRequest, Usage
 from govml.llm.config import CacheConfig, RouteConfig
+from govml.llm.trace import SafetyView
 
 if TYPE_CHECKING:
-    from govml.llm.cache.scope import CacheScope
-    from govml.llm.cache.semantic import SemanticCache
+    from govml.llm.cache import CacheScope, SemanticCache
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    """A stored answer with what the gateway knew of it when it was generated."""
+
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    output: SafetyView
 
 
 @dataclass(frozen=True)
 class CacheOutcome:
     status: str  # hit | miss | bypass
     similarity: float | None = None
-    answer: str | None = None
-    usage: Usage | None = None
+    answer: CachedAnswer | None = None
 
 
 def _question(messages: tuple[ChatMessage, ...]) -> str:
@@ -40,15 +55,34 @@ def _context_key(messages: tuple[ChatMessage, ...]) -> str:
     return json.dumps(earlier, ensure_ascii=False)
 
 
+def _cached_answer(text: str, stored: Mapping[str, Any]) -> CachedAnswer:
+    output = stored.get("output") or {}
+    finish = stored.get("finish_reason")
+    return CachedAnswer(
+        text=text,
+        finish_reason=finish if finish in ("stop", "length") else "stop",
+        usage=Usage(int(stored.get("prompt_tokens", 0)), int(stored.get("completion_tokens", 0))),
+        output=SafetyView(
+            safety_score=output.get("safety_score"),
+            categories=list(output.get("categories", [])),
+            action=str(output.get("action", "skipped")),
+        ),
+    )
+
+
 class CacheStep:
-    """Looks answers up in, and stores them to, a :class:`SemanticCache`."""
+    """Looks answers up in, and stores them to, a :class:`SemanticCache`.
+
+    ``vector`` arguments take the question's embedding when the caller already has it
+    (the prompt guard and the cache share one encoder), saving an encoding per step.
+    """
 
     def __init__(self, cache: SemanticCache | None, config: CacheConfig) -> None:
         self._cache = cache
         self._config = config
 
     def _scope(self, tenant: str, request: GenerationRequest) -> CacheScope:
-        from govml.llm.cache.scope import CacheScope
+        from govml.llm.cache import CacheScope
 
         return CacheScope.for_request(
             api_key=tenant,
@@ -67,36 +101,54 @@ class CacheStep:
         """The cache, unless the route opts out (temperature is the cache's own call)."""
         return self._cache if self._config.enabled and route.cache else None
 
-    def lookup(self, tenant: str, route: RouteConfig, request: GenerationRequest) -> CacheOutcome:
+    def encode(self, route: RouteConfig, texts: list[str]) -> np.ndarray | None:
+        """Embeddings of ``texts`` with the cache's encoder (None when the route has no cache)."""
+        cache = self._cache_for(route)
+        if cache is None or not texts:
+            return None
+        return cache.embedder.encode(texts)
+
+    def lookup(
+        self,
+        tenant: str,
+        route: RouteConfig,
+        request: GenerationRequest,
+        *,
+        vector: np.ndarray | None = None,
+    ) -> CacheOutcome:
         cache = self._cache_for(route)
         question = _question(request.messages)
         if cache is None or not question.strip():
             return CacheOutcome("bypass")
-        found = cache.lookup(self._scope(tenant, request), question)
+        found = cache.lookup(self._scope(tenant, request), question, vector=vector)
         if found.status == "hit" and found.entry is not None:
-            usage = found.entry.usage
-            return CacheOutcome(
-                "hit",
-                found.similarity,
-                found.entry.answer,
-                Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
-            )
+            answer = _cached_answer(found.entry.answer, found.entry.usage)
+            return CacheOutcome("hit", found.similarity, answer)
         return CacheOutcome(found.status, found.similarity)
 
     def store(
-        self, tenant: str, route: RouteConfig, request: GenerationRequest, answer: str, usage: Usage
+        self,
+        tenant: str,
+        route: RouteConfig,
+        request: GenerationRequest,
+        answer: CachedAnswer,
+        *,
+        vector: np.ndarray | None = None,
     ) -> None:
         cache = self._cache_for(route)
         question = _question(request.messages)
-        if cache is not None and answer and question.strip():
+        if cache is not None and answer.text and question.strip():
             cache.store(
                 self._scope(tenant, request),
                 question,
-                answer,
+                answer.text,
                 {
-                    "prompt_tokens": usage.prompt_tokens,
-                    "completion_tokens": usage.completion_tokens,
+                    "prompt_tokens": answer.usage.prompt_tokens,
+                    "completion_tokens": answer.usage.completion_tokens,
+                    "finish_reason": answer.finish_reason,
+                    "output": answer.output.json(),
                 },
+                vector=vector,
             )
 
     def close(self) -> None:

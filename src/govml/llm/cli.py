@@ -73,11 +73,14 @@ def eval_guard_command(
     threshold: Annotated[
         float, typer.Option(min=0.01, max=1.0, help="Flag below this score.")
     ] = 0.5,
+    head: Annotated[
+        Path | None, typer.Option(help="A guard head .npz (default: the shipped one).")
+    ] = None,
 ) -> None:
     """Print precision, recall, F1 and false-positive rate of the prompt guard on FILE."""
     from govml.llm.safety import evaluate_guard
 
-    result = evaluate_guard(file, threshold=threshold)
+    result = evaluate_guard(file, threshold=threshold, head=head)
     table = Table("metric", "value", title=f"prompt guard on {file} (threshold {threshold})")
     for name, value in result.metrics.model_dump().items():
         shown = (

@@ -31,6 +31,7 @@ __all__ = [
     "OnnxEmbedder",
     "SentenceTransformerEmbedder",
     "get_embedder",
+    "load_embedder",
 ]
 
 
@@ -199,7 +200,12 @@ _cache: dict[str, Embedder] = {}
 _cache_lock = threading.Lock()
 
 
-def _build(name: str) -> Embedder:
+def load_embedder(name: str) -> Embedder:
+    """A new instance of the embedder ``name`` (no sharing; prefer :func:`get_embedder`)."""
+    if name not in EMBEDDERS:
+        raise ConfigError(
+            f"unknown embedding model {name!r}; choose one of: {', '.join(sorted(EMBEDDERS))}"
+        )
     minilm_dir = packaged_model_dir(_MINILM)
     if name == "minilm-fp32":
         return SentenceTransformerEmbedder(name, minilm_dir)
@@ -220,6 +226,6 @@ def get_embedder(name: str = "minilm") -> Embedder:
     with _cache_lock:
         embedder = _cache.get(name)
         if embedder is None:
-            embedder = _build(name)
+            embedder = load_embedder(name)
             _cache[name] = embedder
     return embedder

@@ -68,7 +68,7 @@ class Gateway:
             owned = list(built.values())
             given.update(built)
         router = Router(
-            {route.name: [given[b] for b in route.backends] for route in config.models},
+            {route.name: [(b, given[b]) for b in route.backends] for route in config.models},
             on_fallback=lambda model, backend: metrics.fallbacks.labels(model, backend).inc(),
         )
         if config.safety.enabled:
@@ -78,7 +78,7 @@ class Gateway:
             guard, output_filter = None, None
         semantic_cache = cache
         if config.cache.enabled and semantic_cache is None:
-            from govml.llm.cache.semantic import DEFAULT_THRESHOLD, SemanticCache
+            from govml.llm.cache import DEFAULT_THRESHOLD, SemanticCache
             from govml.llm.embedding import get_embedder
 
             semantic_cache = SemanticCache(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from govml.llm.backends.base import ChatMessage
 from govml.llm.config import RouteConfig, SafetyConfig
 from govml.llm.safety import (
@@ -43,6 +45,11 @@ class OutputVerdict:
         return self.view.action == "block"
 
 
+def user_turns(messages: tuple[ChatMessage, ...]) -> list[str]:
+    """The texts the prompt guard checks: the non-empty user turns, in order."""
+    return [m.content for m in messages if m.role == "user" and m.content]
+
+
 def _worst(actions: list[str]) -> str:
     return max(actions, key=_ACTION_ORDER.index, default="allow")
 
@@ -63,12 +70,24 @@ class SafetySteps:
         self._filter = output_filter
         self._config = config
 
-    def check_input(self, route: RouteConfig, messages: tuple[ChatMessage, ...]) -> InputVerdict:
-        """Check every user turn; block if one is blocked, redact those the policy redacts."""
+    def check_input(
+        self,
+        route: RouteConfig,
+        messages: tuple[ChatMessage, ...],
+        *,
+        embeddings: np.ndarray | None = None,
+    ) -> InputVerdict:
+        """Check every user turn; block if one is blocked, redact those the policy redacts.
+
+        ``embeddings``: one row per :func:`user_turns` text, from the guard's encoder.
+        """
         users = [i for i, m in enumerate(messages) if m.role == "user" and m.content]
         if self._guard is None or not users:
             return InputVerdict(messages=messages, view=SKIPPED)
-        results = self._guard.check_batch([messages[i].content for i in users])
+        results = self._guard.check_batch(
+            [messages[i].content for i in users],
+            embeddings=None if embeddings is None else list(embeddings),
+        )
         decisions = [
             apply_policy(r, route.policy.input, text=messages[i].content)
             for i, r in zip(users, results, strict=True)

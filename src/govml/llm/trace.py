@@ -44,6 +44,8 @@ class RequestTrace:
     cache_similarity: float | None = None
     backend: str | None = None
     overhead_seconds: float = 0.0
+    overhead_cpu_seconds: float = 0.0
+    steps_seconds: dict[str, float] = field(default_factory=dict)
     generation_seconds: float = 0.0
     first_token_seconds: float | None = None
     usage: Usage | None = None
@@ -53,6 +55,12 @@ class RequestTrace:
 
     def latency_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
+
+    def add_step(self, name: str, seconds: float, cpu_seconds: float) -> None:
+        """Count a gateway step (guard, cache, filter) into the overhead."""
+        self.overhead_seconds += seconds
+        self.overhead_cpu_seconds += cpu_seconds
+        self.steps_seconds[name] = self.steps_seconds.get(name, 0.0) + seconds
 
     def mark_first_token(self) -> None:
         if self.first_token_seconds is None:
@@ -78,6 +86,8 @@ class RequestTrace:
             "backend": self.backend,
             "latency_ms": round(self.latency_ms(), 2),
             "overhead_ms": round(self.overhead_seconds * 1000, 2),
+            "overhead_cpu_ms": round(self.overhead_cpu_seconds * 1000, 2),
+            "steps_ms": {k: round(v * 1000, 2) for k, v in self.steps_seconds.items()},
             "time_to_first_token_ms": None
             if self.first_token_seconds is None
             else round(self.first_token_seconds * 1000, 2),

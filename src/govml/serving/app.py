@@ -33,6 +33,7 @@ from govml.serving.predictor import Prediction, Predictor
 from govml.serving.validation import InputValidator
 
 _log = logging.getLogger(__name__)
+SCORES_PER_REQUEST = 64
 UNAUTHENTICATED_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/ping", "/health"})
 
 Scope = MutableMapping[str, Any]
@@ -98,7 +99,7 @@ class ServingState:
         if self.log is not None:
             self.log.submit(
                 LogRecord(
-                    ts=time.time(), endpoint=endpoint, rows=validated.rows(),
+                    ts=time.time(), endpoint=endpoint, inputs=validated,
                     predictions=_log_values(prediction), latency_ms=(time.perf_counter() - started) * 1000,
                 )
             )
@@ -113,8 +114,10 @@ class ServingState:
                 m.predicted_class.labels(name, str(label)).inc(count)
         scores = score_for_histogram(prediction.probabilities, prediction.labels)
         if scores is not None:
-            for value in scores[:1000].tolist():
-                m.score.labels(name).observe(value)
+            histogram = m.score.labels(name)
+            step = max(1, len(scores) // SCORES_PER_REQUEST)  # a large batch contributes an even sample
+            for value in scores[::step].tolist():
+                histogram.observe(value)
         carbon = self.settings.carbon
         m.energy.labels(name).inc(carbon.energy_kwh(cpu_seconds))
         grams = carbon.emissions_g(cpu_seconds)

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from govml.errors import DataError, GovmlError
-from govml.features.drift import DriftReport, compute_drift
 
 if TYPE_CHECKING:
+    from govml.features.drift import DriftReport
     from govml.serving.monitoring import CarbonSettings
 
 console = Console()
@@ -106,6 +106,7 @@ def monitor(
     from govml.paths import default_tracking_uri, govml_home
     from mlflow import MlflowClient
 
+    from govml.features.drift import compute_drift
     from govml.serving.loading import resolve_model
     from govml.serving.monitoring import read_logged_inputs
 

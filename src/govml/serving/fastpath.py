@@ -36,13 +36,18 @@ def _is_nan(value: Any) -> bool:
 
 
 def _to_object(columns: Columns) -> Columns:
+    """What ``frame.astype(object).where(frame.notna(), None)`` does to each column."""
     out = []
     for col in columns:
-        values = [None if _is_nan(v) else v for v in col.tolist()]
-        array = np.empty(len(values), dtype=object)
-        array[:] = values
+        array = col.astype(object)
+        array[pd.isna(array)] = None
         out.append(array)
     return out
+
+
+def _float_nan_mask(col: np.ndarray) -> np.ndarray:
+    """Float NaN entries of an object column (sklearn's NaN test there: ``x != x``; None is not NaN)."""
+    return np.asarray(col != col, dtype=bool)
 
 
 def _to_float(col: np.ndarray) -> np.ndarray:
@@ -64,9 +69,9 @@ def _compile_imputer(imputer: Any) -> Step:
             if _is_nan(marker):
                 return np.isnan(col)
             return col == marker
-        items = col.tolist()
         if _is_nan(marker):  # sklearn treats only float NaN (not None) as NaN in object arrays
-            return np.array([_is_nan(v) for v in items], dtype=bool)
+            return _float_nan_mask(col)
+        items = col.tolist()
         if marker is None:
             return np.array([v is None for v in items], dtype=bool)
         return np.array([v == marker for v in items], dtype=bool)
@@ -128,23 +133,26 @@ def _compile_one_hot(encoder: Any) -> Step:
             else:
                 lookup[category] = len(frequent)
         unknown = len(frequent) if rare_set and encoder.handle_unknown == "infrequent_if_exist" else -1
-        features.append((lookup, nan_position, unknown, width))
+        known = [c for c in lookup if c is not None]
+        index = pd.Index(np.array(known, dtype=object), dtype=object) if known else None
+        targets = np.array([lookup[c] for c in known] + [unknown], dtype=np.int64)  # -1 from the index: unknown
+        features.append((lookup, nan_position, unknown, width, index, targets))
     if encoder.handle_unknown == "error":
         raise NotCompilable("OneHotEncoder(handle_unknown='error') raises on unseen categories")
 
     def step(columns: Columns) -> Columns:
         out: Columns = []
-        for col, (lookup, nan_position, unknown, width) in zip(columns, features, strict=True):
+        for col, (lookup, nan_position, unknown, width, index, targets) in zip(columns, features, strict=True):
             n = len(col)
             block = np.zeros((n, width), dtype=np.float64)
-            idx = np.fromiter(
-                (
-                    (nan_position if nan_position is not None else unknown) if _is_nan(v) else lookup.get(v, unknown)
-                    for v in col.tolist()
-                ),
-                dtype=np.int64,
-                count=n,
-            )
+            idx = targets[index.get_indexer(col)] if index is not None else np.full(n, unknown, dtype=np.int64)
+            # pandas matches None and NaN to each other; sklearn does not: settle missing values one by one
+            for row in np.flatnonzero(pd.isna(col)):
+                value = col[row]
+                if _is_nan(value):
+                    idx[row] = nan_position if nan_position is not None else unknown
+                else:
+                    idx[row] = lookup.get(value, unknown)
             hit = idx >= 0
             block[np.flatnonzero(hit), idx[hit]] = 1.0
             out.append(block)  # a 2-D block: one-hot output is final within its branch

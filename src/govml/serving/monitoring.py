@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from govml.errors import DataError
 from govml.features.drift import DriftReference, DriftReport, compute_drift
+from govml.serving.validation import ValidatedBatch
 
 _log = logging.getLogger(__name__)
 
@@ -102,9 +103,11 @@ class ServingMetrics:
 
 @dataclass(frozen=True)
 class LogRecord:
+    """One request's inputs and outputs; rows are built on the writer thread, not the request's."""
+
     ts: float
     endpoint: str
-    rows: list[dict[str, Any]]
+    inputs: ValidatedBatch
     predictions: list[Any]
     latency_ms: float
 
@@ -186,16 +189,16 @@ class PredictionLog:
                     pass
                 self.metrics.queue_depth.set(self._queue.qsize())
                 if batch:
-                    self._write(conn, batch)
-                    self._track_drift(batch)
+                    self._track_drift(self._write(conn, batch))
         finally:
             conn.close()
 
-    def _write(self, conn: sqlite3.Connection, batch: list[LogRecord]) -> None:
+    def _write(self, conn: sqlite3.Connection, batch: list[LogRecord]) -> list[list[dict[str, Any]]]:
+        inputs = [r.inputs.rows() for r in batch]
         rows = [
             (r.ts, self.model, self.version, r.endpoint, json.dumps(features), json.dumps(prediction), r.latency_ms)
-            for r in batch
-            for features, prediction in zip(r.rows, r.predictions, strict=True)
+            for r, request_rows in zip(batch, inputs, strict=True)
+            for features, prediction in zip(request_rows, r.predictions, strict=True)
         ]
         try:
             with conn:
@@ -208,13 +211,14 @@ class PredictionLog:
         except sqlite3.Error as exc:  # a full disk must not stop serving; the loss is counted
             _log.error("prediction log write failed: %s", exc)
             self.metrics.log_dropped.inc(len(batch))
+        return inputs
 
-    def _track_drift(self, batch: list[LogRecord]) -> None:
+    def _track_drift(self, inputs: list[list[dict[str, Any]]]) -> None:
         if self.reference is None:
             return
-        for record in batch:
-            self.window.extend(record.rows)
-            self._since_drift += len(record.rows)
+        for request_rows in inputs:
+            self.window.extend(request_rows)
+            self._since_drift += len(request_rows)
         if self._since_drift < self.drift_every or len(self.window) < self.min_drift_rows:
             return
         self._since_drift = 0

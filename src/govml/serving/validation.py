@@ -18,12 +18,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from mlflow.models.signature import ModelSignature
+from pandas.api.types import infer_dtype
 
 from govml.serving.payload import FieldError, RawBatch, RequestError
 
 Kind = Literal["integer", "float", "string", "boolean", "any"]
 MAX_LISTED_ERRORS = 20
 _NUMBER_TYPES = (int, float)
+_NUMERIC_INFERRED = ("integer", "floating", "mixed-integer-float", "empty")
 
 
 @dataclass(frozen=True)
@@ -257,7 +259,7 @@ def frame_to_batch(frame: pd.DataFrame) -> RawBatch:
 
 def _present_mask(array: np.ndarray) -> np.ndarray:
     if array.dtype == object:
-        return np.array([not _is_missing(v) for v in array.tolist()], dtype=bool)
+        return ~pd.isna(array)
     return ~np.isnan(array)
 
 
@@ -270,15 +272,22 @@ def _type_error(rule: ColumnRule, values: list[Any], bad_rows: list[int], expect
 
 def _convert(rule: ColumnRule, values: list[Any], errors: list[FieldError]) -> np.ndarray | None:
     """Typed array of ``values`` for ``rule.kind``; appends type errors and returns None on failure."""
+    inferred = infer_dtype(values, skipna=True)  # one C pass; the loops below run only on bad input
     if rule.kind in ("integer", "float"):
-        bad = [
-            i for i, v in enumerate(values)
-            if v is not None and (not isinstance(v, _NUMBER_TYPES) or isinstance(v, bool))
-        ]
-        if bad:
-            _type_error(rule, values, bad, "a number", errors)
+        if inferred not in _NUMERIC_INFERRED:
+            bad = [
+                i for i, v in enumerate(values)
+                if v is not None and (not isinstance(v, _NUMBER_TYPES) or isinstance(v, bool))
+            ]
+            if bad:
+                _type_error(rule, values, bad, "a number", errors)
+                return None
+        try:
+            array = np.array(values, dtype=np.float64)  # None becomes NaN
+        except OverflowError:
+            _type_error(rule, values, [i for i, v in enumerate(values) if isinstance(v, int) and abs(v) > 2**1023],
+                        "a finite number", errors)
             return None
-        array = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
         finite = np.isfinite(array) | np.isnan(array)
         if not finite.all():
             _type_error(rule, values, np.flatnonzero(~finite).tolist(), "a finite number", errors)
@@ -290,9 +299,7 @@ def _convert(rule: ColumnRule, values: list[Any], errors: list[FieldError]) -> n
                 _type_error(rule, values, fractional.tolist(), "an integer", errors)
                 return None
         return array
-    if rule.kind == "any" and all(
-        _is_missing(v) or (isinstance(v, _NUMBER_TYPES) and not isinstance(v, bool)) for v in values
-    ):
+    if rule.kind == "any" and inferred in _NUMERIC_INFERRED and inferred != "empty":
         return _convert(ColumnRule(rule.name, "float", rule.nullable), values, errors)
     if rule.kind == "string":
         expected: tuple[type, ...] = (str,)
@@ -301,14 +308,17 @@ def _convert(rule: ColumnRule, values: list[Any], errors: list[FieldError]) -> n
         expected, label = (bool,), "true or false"
     else:
         expected, label = (str, int, float, bool), "a scalar"
-    bad = [i for i, v in enumerate(values) if not _is_missing(v) and not isinstance(v, expected)]
-    if bad:
-        _type_error(rule, values, bad, label, errors)
-        return None
+    fine = {"string": ("string", "empty"), "boolean": ("boolean", "empty")}.get(rule.kind)
+    if fine is None or inferred not in fine:
+        bad = [i for i, v in enumerate(values) if not _is_missing(v) and not isinstance(v, expected)]
+        if bad:
+            _type_error(rule, values, bad, label, errors)
+            return None
     # Missing text is NaN, as pandas holds it in the training frames the pipeline was fitted on
     # (a None would slip past SimpleImputer's default missing_values=np.nan).
     array = np.empty(len(values), dtype=object)
-    array[:] = [math.nan if _is_missing(v) else v for v in values]
+    array[:] = values
+    array[pd.isna(array)] = math.nan
     return array
 
 

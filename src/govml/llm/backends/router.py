@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from govml.llm.backends.base import (
@@ -34,11 +34,15 @@ class RoutedStream:
 
 
 class Router:
-    """Sends each request to the first healthy backend of its model's list."""
+    """Sends each request to the first healthy backend of its model's list.
+
+    ``routes`` maps a model name to its backends in fallback order, each under the name
+    the configuration gives it (reported as the answer's ``backend``).
+    """
 
     def __init__(
         self,
-        routes: dict[str, list[Backend]],
+        routes: Mapping[str, Sequence[tuple[str, Backend]]],
         *,
         on_fallback: Callable[[str, str], None] | None = None,
     ) -> None:
@@ -48,11 +52,11 @@ class Router:
     def models(self) -> list[str]:
         return list(self._routes)
 
-    def _failed(self, model: str, backend: Backend, error: Exception, problems: list[str]) -> None:
-        log.warning("backend %s failed for model %s: %s", backend.name, model, error)
-        problems.append(f"{backend.name}: {error}")
+    def _failed(self, model: str, name: str, error: Exception, problems: list[str]) -> None:
+        log.warning("backend %s failed for model %s: %s", name, model, error)
+        problems.append(f"{name}: {error}")
         if self._on_fallback is not None:
-            self._on_fallback(model, backend.name)
+            self._on_fallback(model, name)
 
     def _all_failed(self, model: str, problems: list[str]) -> BackendUnavailableError:
         return BackendUnavailableError(
@@ -61,26 +65,26 @@ class Router:
 
     def complete(self, request: GenerationRequest) -> Routed:
         problems: list[str] = []
-        for backend in self._routes[request.model]:
+        for name, backend in self._routes[request.model]:
             try:
-                return Routed(backend.name, backend.complete(request))
+                return Routed(name, backend.complete(request))
             except BackendUnavailableError as exc:
-                self._failed(request.model, backend, exc, problems)
+                self._failed(request.model, name, exc, problems)
         raise self._all_failed(request.model, problems)
 
     def open_stream(self, request: GenerationRequest) -> RoutedStream:
         """Start streaming; falls back while no chunk has been produced yet (blocking)."""
         problems: list[str] = []
-        for backend in self._routes[request.model]:
+        for name, backend in self._routes[request.model]:
             chunks = backend.stream(request)
             try:
                 first = next(chunks)
             except StopIteration:
-                return RoutedStream(backend.name, iter(()))
+                return RoutedStream(name, iter(()))
             except BackendUnavailableError as exc:
-                self._failed(request.model, backend, exc, problems)
+                self._failed(request.model, name, exc, problems)
                 continue
-            return RoutedStream(backend.name, _prepend(first, chunks))
+            return RoutedStream(name, _prepend(first, chunks))
         raise self._all_failed(request.model, problems)
 
 

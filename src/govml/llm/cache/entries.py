@@ -11,6 +11,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,18 @@ class EntryTable:
         with self._lock:
             self._db.close()
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes into one transaction (much faster for bulk loads)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def register_scope(self, key: str, tenant: str, model: str, system: str, sampling: str) -> None:
         with self._lock:
             self._db.execute(
@@ -148,11 +161,14 @@ class EntryTable:
             )
             return self.get(entry_id)
 
-    def delete(self, ids: list[int]) -> None:
+    def delete(self, ids: list[int]) -> int:
+        """Delete entries by id; returns how many existed."""
         if not ids:
-            return
+            return 0
         with self._lock:
+            before = self._db.total_changes
             self._db.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i in ids])
+            return self._db.total_changes - before
 
     def expired(self, before: float) -> list[tuple[int, str]]:
         """(id, scope_key) of entries created before ``before``."""

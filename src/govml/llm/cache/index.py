@@ -11,7 +11,7 @@ thread-safe by itself: the cache serialises calls per index.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -175,7 +175,8 @@ class FaissFlatIndex:
         import faiss
 
         self._dim = dim
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        # typed Any: faiss's stubs miss the numpy overloads its Python wrapper adds
+        self._index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
     @classmethod
     def load(cls, path: Path, dim: int) -> FaissFlatIndex:

@@ -1,0 +1,180 @@
+"""Measuring the cache on paraphrase pairs: hit rate, hit precision, false hits.
+
+Protocol (the issue's): cache the origins of a random half of the pairs, ask every
+paraphrase. A paraphrase is *answerable* when its origin or a twin of its origin is
+cached; a twin is another origin at cosine >= ``twin_similarity`` (0.95: the same
+statement stored twice in other words, see the data README). A hit is *correct* when it
+returns the origin or one of its twins.
+- hit rate: correct hits / answerable questions
+- hit precision: correct hits / all hits
+- false-hit rate: hits / questions that are not answerable
+The questions are asked through the real cache (hnswlib, SQLite, second check).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from govml.errors import DataError
+from govml.llm.cache.entries import CacheEntry
+from govml.llm.cache.scope import CacheScope
+from govml.llm.cache.semantic import SemanticCache, choose_hit
+from govml.llm.embedding import Embedder
+
+__all__ = [
+    "CurvePoint",
+    "ParaphraseOutcomes",
+    "ParaphrasePair",
+    "ask_paraphrases",
+    "curve",
+    "load_paraphrase_pairs",
+]
+
+
+@dataclass(frozen=True)
+class ParaphrasePair:
+    origin: str
+    similar: str
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """The cache's quality at one threshold, with or without the second check."""
+
+    threshold: float
+    second_check: bool
+    hit_rate: float
+    precision: float
+    false_hit_rate: float
+    hits: int
+    answerable: int
+    unanswerable: int
+
+
+@dataclass(frozen=True)
+class ParaphraseOutcomes:
+    """What the cache returned for every paraphrase, before any threshold is applied."""
+
+    questions: list[str]
+    candidates: list[list[tuple[CacheEntry, float]]]
+    answerable: np.ndarray  # bool per question
+    correct_ids: list[frozenset[int]]  # entry ids that answer each question correctly
+
+
+def load_paraphrase_pairs(path: Path) -> list[ParaphrasePair]:
+    """Read a JSON list of ``{"origin": ..., "similar": ...}``."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read paraphrase pairs from {path}: {err}") from err
+    if not isinstance(raw, list):
+        raise DataError(f"{path}: expected a JSON list of objects")
+    pairs = []
+    for i, item in enumerate(raw):
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("origin"), str)
+            and isinstance(item.get("similar"), str)
+        ):
+            raise DataError(f"{path}: item {i} needs string fields 'origin' and 'similar'")
+        pairs.append(ParaphrasePair(item["origin"], item["similar"]))
+    if len(pairs) < 2:
+        raise DataError(f"{path}: needs at least 2 pairs, found {len(pairs)}")
+    return pairs
+
+
+def ask_paraphrases(
+    pairs: Sequence[ParaphrasePair],
+    embedder: Embedder,
+    *,
+    seed: int = 0,
+    cached_fraction: float = 0.5,
+    twin_similarity: float = 0.95,
+    candidates: int = 5,
+    index_kind: str = "hnswlib",
+) -> ParaphraseOutcomes:
+    """Cache a random part of the origins, ask every paraphrase, keep the candidates."""
+    if not 0 < cached_fraction < 1:
+        raise ValueError(f"cached_fraction must be in (0, 1), got {cached_fraction}")
+    n = len(pairs)
+    origins = embedder.encode([p.origin for p in pairs])
+    similars = embedder.encode([p.similar for p in pairs])
+    cached = np.zeros(n, dtype=bool)
+    cached[np.random.default_rng(seed).permutation(n)[: max(1, int(n * cached_fraction))]] = True
+    twins = (origins @ origins.T) >= twin_similarity  # includes each origin itself
+    scope = CacheScope.for_request(api_key="eval", model="eval", sampling={"temperature": 0})
+    with tempfile.TemporaryDirectory(prefix="govml-cache-eval-") as folder:
+        cache = SemanticCache(
+            Path(folder),
+            embedder=embedder,
+            ttl_seconds=None,
+            max_entries=max(n, 1),
+            candidates=candidates,
+            index_kind=index_kind,
+        )
+        rows = np.flatnonzero(cached).tolist()
+        entries = cache.store_many(
+            scope,
+            [pairs[i].origin for i in rows],
+            [f"answer {i}" for i in rows],
+            vectors=origins[rows],
+        )
+        entry_of = {i: entry.id for i, entry in zip(rows, entries, strict=True)}
+        found = [cache.nearest(scope, pairs[i].similar, vector=similars[i]) for i in range(n)]
+        cache.close()
+    correct = [
+        frozenset(entry_of[j] for j in np.flatnonzero(twins[i] & cached).tolist()) for i in range(n)
+    ]
+    return ParaphraseOutcomes(
+        questions=[p.similar for p in pairs],
+        candidates=found,
+        answerable=np.array([bool(c) for c in correct]),
+        correct_ids=correct,
+    )
+
+
+def curve(
+    outcomes: ParaphraseOutcomes,
+    thresholds: Sequence[float],
+    *,
+    second_check: bool,
+    questions: Sequence[int] | None = None,
+) -> list[CurvePoint]:
+    """Hit rate, precision and false-hit rate per threshold over some (or all) questions."""
+    chosen_ids = range(len(outcomes.questions)) if questions is None else questions
+    answerable = [i for i in chosen_ids if outcomes.answerable[i]]
+    unanswerable = [i for i in chosen_ids if not outcomes.answerable[i]]
+    points = []
+    for threshold in thresholds:
+        correct_hits = false_hits = wrong_hits = 0
+        for i in chosen_ids:
+            cands = outcomes.candidates[i]
+            pick, _ = choose_hit(outcomes.questions[i], cands, threshold, second_check)
+            if pick is None:
+                continue
+            if not outcomes.answerable[i]:
+                false_hits += 1
+            elif cands[pick][0].id in outcomes.correct_ids[i]:
+                correct_hits += 1
+            else:
+                wrong_hits += 1
+        hits = correct_hits + false_hits + wrong_hits
+        points.append(
+            CurvePoint(
+                threshold=float(threshold),
+                second_check=second_check,
+                hit_rate=correct_hits / max(1, len(answerable)),
+                precision=correct_hits / hits if hits else 1.0,
+                false_hit_rate=false_hits / max(1, len(unanswerable)),
+                hits=hits,
+                answerable=len(answerable),
+                unanswerable=len(unanswerable),
+            )
+        )
+    return points

@@ -1,0 +1,276 @@
+"""The semantic cache with the real MiniLM encoder, real hnswlib and real SQLite."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from govml.errors import ConfigError
+from govml.llm.cache import CacheScope, SemanticCache
+from govml.llm.embedding import Embedder, get_embedder
+
+GREEDY = {"temperature": 0}
+
+
+class Clock:
+    """A settable clock, so TTL tests do not sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return get_embedder("minilm")
+
+
+def scope(key: str = "key-a", **sampling: object) -> CacheScope:
+    return CacheScope.for_request(api_key=key, model="m", sampling={**GREEDY, **sampling})
+
+
+@pytest.fixture
+def cache(tmp_path: Path, embedder: Embedder) -> SemanticCache:
+    with SemanticCache(tmp_path, embedder=embedder) as c:
+        yield c
+
+
+def test_paraphrase_hits_and_unrelated_misses(cache: SemanticCache) -> None:
+    s = scope()
+    stored = cache.store(
+        s, "How do I reset my password?", "Click 'Forgot password'.", {"total_tokens": 9}
+    )
+    assert stored is not None and stored.hits == 0
+    found = cache.lookup(s, "How can I reset my password?")
+    assert found.status == "hit" and found.hit
+    assert found.entry is not None and found.entry.answer == "Click 'Forgot password'."
+    assert found.entry.usage == {"total_tokens": 9}
+    assert found.entry.hits == 1 and found.entry.last_hit is not None
+    assert found.similarity is not None and found.similarity > 0.9
+    missed = cache.lookup(s, "What is the boiling point of water at sea level?")
+    assert missed.status == "miss" and missed.entry is None
+    assert missed.similarity is not None and missed.similarity < 0.5
+    assert "similarity" in missed.reason
+
+
+def test_empty_scope_misses(cache: SemanticCache) -> None:
+    found = cache.lookup(scope(), "anything at all")
+    assert found.status == "miss" and found.similarity is None
+
+
+def test_second_check_refuses_a_different_number(cache: SemanticCache) -> None:
+    s = scope()
+    cache.store(s, "Give me 3 reasons to learn Python", "1. ... 2. ... 3. ...")
+    found = cache.lookup(s, "Give me 5 reasons to learn Python")
+    assert found.similarity is not None and found.similarity >= cache.threshold
+    assert found.status == "miss" and "numbers differ" in found.reason
+
+
+def test_without_second_check_the_number_slips_through(tmp_path: Path, embedder: Embedder) -> None:
+    with SemanticCache(tmp_path, embedder=embedder, second_check=False) as c:
+        c.store(scope(), "Give me 3 reasons to learn Python", "three reasons")
+        assert c.lookup(scope(), "Give me 5 reasons to learn Python").status == "hit"
+
+
+def test_no_cross_tenant_hit_for_the_same_prompt(cache: SemanticCache) -> None:
+    prompt = "What is our refund policy?"
+    for i in range(5):
+        cache.store(scope(f"key-{i}"), prompt, f"answer of tenant {i}")
+    for i in range(5):
+        found = cache.lookup(scope(f"key-{i}"), prompt)
+        assert found.entry is not None and found.entry.answer == f"answer of tenant {i}"
+    assert cache.lookup(scope("key-stranger"), prompt).status == "miss"
+
+
+def test_model_system_prompt_and_sampling_separate_answers(cache: SemanticCache) -> None:
+    base = scope()
+    cache.store(base, "Summarise the plot of Hamlet.", "base answer")
+    others = [
+        CacheScope.for_request(api_key="key-a", model="other", sampling=GREEDY),
+        CacheScope.for_request(api_key="key-a", model="m", system_prompt="pirate", sampling=GREEDY),
+        scope(max_tokens=5),
+    ]
+    for other in others:
+        assert cache.lookup(other, "Summarise the plot of Hamlet.").status == "miss"
+    assert cache.lookup(base, "Summarise the plot of Hamlet.").status == "hit"
+
+
+def test_sampled_requests_bypass_unless_configured(tmp_path: Path, embedder: Embedder) -> None:
+    hot = CacheScope.for_request(api_key="k", model="m", sampling={"temperature": 0.7})
+    default = CacheScope.for_request(api_key="k", model="m")  # OpenAI default temperature 1
+    with SemanticCache(tmp_path / "a", embedder=embedder) as c:
+        assert c.store(hot, "Write a poem", "roses") is None
+        assert c.lookup(hot, "Write a poem").status == "bypass"
+        assert c.lookup(default, "Write a poem").status == "bypass"
+        assert len(c) == 0
+    with SemanticCache(tmp_path / "b", embedder=embedder, cache_sampled=True) as c:
+        assert c.store(hot, "Write a poem", "roses") is not None
+        assert c.lookup(hot, "Write a poem").status == "hit"
+
+
+def test_storing_the_same_prompt_replaces_the_answer(cache: SemanticCache) -> None:
+    s = scope()
+    first = cache.store(s, "What is 2 + 2?", "5")
+    second = cache.store(s, "  What is 2 +   2? ", "4")
+    assert first is not None and second is not None and first.id == second.id
+    assert len(cache) == 1
+    found = cache.lookup(s, "What is 2 + 2?")
+    assert found.entry is not None and found.entry.answer == "4"
+
+
+def test_entries_expire_after_the_ttl(tmp_path: Path, embedder: Embedder) -> None:
+    clock = Clock()
+    with SemanticCache(tmp_path, embedder=embedder, ttl_seconds=60, clock=clock) as c:
+        c.store(scope(), "What time does the shop open?", "9am")
+        c.store(scope("key-b"), "What time does the shop open?", "10am")
+        clock.now += 30
+        c.store(scope(), "Where is the shop?", "Main street")
+        assert c.lookup(scope(), "What time does the shop open?").status == "hit"
+        clock.now += 31
+        found = c.lookup(scope(), "What time does the shop open?")
+        assert found.status == "miss"
+        assert len(c) == 2  # the expired entry met by the lookup is gone
+        assert c.lookup(scope(), "Where is the shop?").hit
+        assert c.purge_expired() == 1  # key-b's entry, never looked up
+        assert len(c) == 1
+
+
+def test_least_recently_used_entries_are_evicted(tmp_path: Path, embedder: Embedder) -> None:
+    clock = Clock()
+    prompts = ["How do I bake bread?", "What is the capital of Peru?", "How tall is Everest?"]
+    with SemanticCache(tmp_path, embedder=embedder, max_entries=2, clock=clock) as c:
+        for p in prompts[:2]:
+            clock.now += 1
+            c.store(scope(), p, p.upper())
+        clock.now += 1
+        assert c.lookup(scope(), prompts[0]).hit  # bread is now the most recently used
+        clock.now += 1
+        c.store(scope(), prompts[2], "8849 m")
+        assert len(c) == 2
+        assert c.lookup(scope(), prompts[1]).status == "miss"  # Peru was evicted
+        assert c.lookup(scope(), prompts[0]).hit and c.lookup(scope(), prompts[2]).hit
+
+
+def test_entries_survive_a_restart(tmp_path: Path, embedder: Embedder) -> None:
+    with SemanticCache(tmp_path, embedder=embedder) as c:
+        c.store(scope(), "How do I cancel my subscription?", "Settings > Billing")
+        c.store(scope("key-b"), "How do I cancel my subscription?", "Call us")
+    assert list((tmp_path / "index").iterdir())
+    with SemanticCache(tmp_path, embedder=embedder) as c:
+        assert len(c) == 2
+        found = c.lookup(scope(), "How can I cancel my subscription?")
+        assert found.entry is not None and found.entry.answer == "Settings > Billing"
+
+
+def test_index_is_repaired_after_a_crash(tmp_path: Path, embedder: Embedder) -> None:
+    c = SemanticCache(tmp_path, embedder=embedder)
+    c.store(scope(), "How do I cancel my subscription?", "Settings > Billing")
+    c.save()
+    c.store(scope(), "How do I change my email address?", "Profile > Email")
+    # no close(): the index file on disk misses the second entry
+    d = SemanticCache(tmp_path, embedder=embedder)
+    found = d.lookup(scope(), "How do I change my e-mail address?")
+    assert found.entry is not None and found.entry.answer == "Profile > Email"
+    d.close()
+
+
+def test_a_corrupt_index_file_is_rebuilt_from_sqlite(tmp_path: Path, embedder: Embedder) -> None:
+    with SemanticCache(tmp_path, embedder=embedder) as c:
+        c.store(scope(), "How do I cancel my subscription?", "Settings > Billing")
+    for f in (tmp_path / "index").iterdir():
+        f.write_bytes(b"garbage")
+    with SemanticCache(tmp_path, embedder=embedder) as c:
+        assert c.lookup(scope(), "How do I cancel my subscription?").hit
+
+
+def test_concurrent_lookups_and_stores(cache: SemanticCache, embedder: Embedder) -> None:
+    questions = [f"What is the status of order number {i}?" for i in range(12)]
+    vectors = embedder.encode(questions)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            s = scope(f"tenant-{i % 3}")
+            cache.store(s, questions[i], f"order {i} shipped", vector=vectors[i])
+            found = cache.lookup(s, questions[i], vector=vectors[i])
+            assert found.entry is not None and found.entry.answer == f"order {i} shipped"
+        except BaseException as err:  # noqa: BLE001 - collected for the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(cache) == 12
+
+
+def test_isolation_holds_under_random_traffic(cache: SemanticCache, embedder: Embedder) -> None:
+    rng = np.random.default_rng(0)
+    prompts = ["What is our refund policy?", "How do I reset my password?", "Where is my order?"]
+    vectors = embedder.encode(prompts)
+    for _ in range(60):
+        tenant, p = int(rng.integers(6)), int(rng.integers(3))
+        s = scope(f"t{tenant}")
+        if rng.random() < 0.5:
+            cache.store(s, prompts[p], f"t{tenant}:{p}", vector=vectors[p])
+        else:
+            found = cache.lookup(s, prompts[p], vector=vectors[p])
+            if found.entry is not None:
+                assert found.entry.answer.startswith(f"t{tenant}:")
+                assert found.entry.scope_key == s.key
+
+
+def test_bad_inputs_are_refused(cache: SemanticCache) -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        cache.lookup(scope(), "   ")
+    with pytest.raises(ValueError, match="384"):
+        cache.lookup(scope(), "hello", vector=np.zeros(3))
+    with pytest.raises(TypeError):
+        cache.store(scope(), "hello", None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"threshold": 0}, {"threshold": 1.5}, {"ttl_seconds": 0}, {"max_entries": 0},
+     {"index_kind": "annoy"}, {"candidates": 0}],
+)  # fmt: skip
+def test_bad_options_are_config_errors(
+    tmp_path: Path, embedder: Embedder, options: dict[str, object]
+) -> None:
+    with pytest.raises(ConfigError):
+        SemanticCache(tmp_path, embedder=embedder, **options)  # type: ignore[arg-type]
+
+
+def test_unwritable_directory_is_a_config_error(tmp_path: Path, embedder: Embedder) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="cannot create"):
+        SemanticCache(blocker / "cache", embedder=embedder)
+
+
+def test_exact_index_gives_the_same_answers(tmp_path: Path, embedder: Embedder) -> None:
+    with SemanticCache(tmp_path, embedder=embedder, index_kind="faiss-flat") as c:
+        c.store(scope(), "How do I reset my password?", "Forgot password link")
+        assert c.lookup(scope(), "How can I reset my password?").hit
+    with SemanticCache(tmp_path, embedder=embedder, index_kind="faiss-flat") as c:
+        assert c.lookup(scope(), "How can I reset my password?").hit
+
+
+def test_store_many_loads_in_one_go(cache: SemanticCache, embedder: Embedder) -> None:
+    prompts = ["How do I bake bread?", "What is the capital of Peru?", "How do I bake bread?"]
+    stored = cache.store_many(scope(), prompts, ["flour", "Lima", "flour and water"])
+    assert len(stored) == 3 and stored[0].id == stored[2].id
+    assert len(cache) == 2
+    found = cache.lookup(scope(), "Which city is the capital of Peru?")
+    assert found.entry is not None and found.entry.answer == "Lima"
+    with pytest.raises(ValueError, match="same length"):
+        cache.store_many(scope(), ["a"], ["b", "c"])
+    hot = CacheScope.for_request(api_key="k", model="m", sampling={"temperature": 1})
+    assert cache.store_many(hot, ["a"], ["b"]) == []
