@@ -206,3 +206,30 @@ def test_strict_gate_failure_exits_1_and_withholds_champion(pipeline_file, govml
     assert "performance" in version.tags["govml.failed_gates"].split(",")
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias("german-credit", "champion")
+
+
+@pytest.mark.slow
+def test_mitigated_credit_risk_meets_the_bound_on_test(govml_home: Path) -> None:
+    """Issue 3's acceptance: Adult, sex, bound 0.1: the registered model's served decisions
+    have a demographic parity difference <= 0.1 on the official test split and lose at most
+    1.5 accuracy points against the unmitigated model."""
+    from govml.evaluation.fairness import demographic_parity_difference
+    from tests.conftest import mlflow_store_uri
+
+    config = Path(__file__).parents[1] / "examples/credit-risk/pipeline.mitigated.yaml"
+    record = run_pipeline(config)
+    assert record.fairness_before_mitigation is not None and not record.fairness_before_mitigation.passed
+    assert record.mitigation is not None and record.mitigation.chosen
+    client = MlflowClient(default_tracking_uri())
+    with mlflow_store_uri(default_tracking_uri()):
+        model = mlflow.pyfunc.load_model("models:/credit-risk-mitigated@candidate")
+    test = pd.read_csv(Path(record.data.test_path))
+    decisions = np.asarray(model.predict(test.drop(columns=["income", "fnlwgt"])))
+    truth = (test["income"] == ">50K").astype(int).to_numpy()
+    assert demographic_parity_difference(decisions, test["sex"]) <= 0.1
+    accuracy = float(np.mean(decisions == truth))
+    assert accuracy == pytest.approx(record.evaluation.metrics["accuracy"].value, abs=1e-9)
+    assert record.evaluation.before_mitigation["accuracy"] - accuracy <= 0.015
+    version = client.get_model_version_by_alias("credit-risk-mitigated", "candidate")
+    assert version.tags["govml.needs_sensitive_feature"] in ("true", "false")
+    assert float(version.tags["govml.fairness.sex.demographic_parity_difference"]) <= 0.1

@@ -47,6 +47,7 @@ def run(
     from govml.pipeline import run_pipeline
 
     config = load_config(pipeline)
+    _quiet_third_party()
     with Progress(
         SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(), console=err_console, disable=quiet, transient=False,
@@ -165,6 +166,25 @@ def _print_responsible_ai(record: RunRecord) -> None:
     report = record.registration.tags.get("govml.governance_report") if record.registration else None
     if report:
         console.print(f"Governance report: {report}")
+
+
+def _quiet_third_party() -> None:
+    """Keep the terminal for govml's summary: silence libraries' routine notices that a
+    user cannot act on (each is either handled by govml or recorded in the run)."""
+    import logging
+    import warnings
+
+    import mlflow  # noqa: F401  (configures its loggers on import: import first, then quiet)
+
+    for name in ("mlflow", "alembic", "optuna", "codecarbon"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("mlflow.store.db.utils", "mlflow.sklearn"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # govml writes the model with cloudpickle on purpose and loads it only from the registry
+    warnings.filterwarnings("ignore", message=r".*pickle or cloudpickle format.*")
+    # the signature's integer columns are checked by govml's own schema at serving time
+    warnings.filterwarnings("ignore", message=r"Hint: Inferred schema contains integer column")
+    warnings.filterwarnings("ignore", message=r"LightGBM binary classifier with TreeExplainer")
 
 
 def _mount(module: str, group: str | None = None) -> None:

@@ -21,21 +21,25 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
 import govml
+from govml import responsible_ai as rai_stage
 from govml.carbon import CarbonMeter
 from govml.compute.trials import trial_executor
 from govml.config import PipelineConfig, load_config
 from govml.data.prepare import PreparedData, prepare_data
+from govml.errors import ConfigError
+from govml.evaluation.fairness import FairnessReport
 from govml.evaluation.metrics import (
+    DECISION_METRICS,
     bootstrap_intervals,
     check_metric,
     compute_metrics,
+    decision_scores,
     default_metric,
     higher_is_better,
     improvement_pct,
 )
-from govml import responsible_ai as rai_stage
 from govml.features.drift import DriftReference, compute_drift
-from govml.errors import ConfigError
+from govml.features.preprocess import build_preprocessor, split_columns
 from govml.governance.audit import AuditLog, default_audit_path
 from govml.governance.compliance import gate_failures
 from govml.governance.report import publish_report
@@ -45,8 +49,8 @@ from govml.governance.run_audit import (
     audit_run_started,
     audit_stage,
 )
-from govml.features.preprocess import build_preprocessor, split_columns
-from govml.evaluation.fairness import FairnessReport
+from govml.mitigation.dp import train_dp_model
+from govml.mitigation.fairness import FairnessMitigatedClassifier
 from govml.record import (
     BaselineResult,
     EvaluationResult,
@@ -54,10 +58,9 @@ from govml.record import (
     MetricWithInterval,
     PrivacyResult,
     RunRecord,
-    TrainingResult,
     StageStatus,
+    TrainingResult,
 )
-from govml.mitigation.dp import train_dp_model
 from govml.registry import CANDIDATE, CHAMPION, log_sklearn_model, register_model, set_version_tags
 from govml.training.estimators import baselines, get_spec
 from govml.training.search import SearchData, predict_scores, run_search
@@ -203,13 +206,27 @@ def _train_private(ctx: _Context, metric: str) -> None:
 
 
 def _score_model(ctx: _Context) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
-    """Test metrics of the current model with bootstrap intervals; keeps its test scores."""
+    """Test metrics of the current model with bootstrap intervals; keeps its test scores.
+
+    A fairness-mitigated model decides at random between thresholds (drawn per row from a
+    hash of it): its decision metrics are those of the decisions it really returns, not
+    of the arg-max of its probabilities.
+    """
     assert ctx.data is not None and ctx.model is not None
-    data = ctx.data
+    data, seed = ctx.data, ctx.config.data.seed
     scores = predict_scores(ctx.model, data.test.X, data.task)  # type: ignore[arg-type]
     ctx.test_scores = scores
     values = compute_metrics(data.test.y, scores, data.task)
-    return values, bootstrap_intervals(data.test.y, scores, data.task, seed=ctx.config.data.seed)
+    intervals = bootstrap_intervals(data.test.y, scores, data.task, seed=seed)
+    if isinstance(ctx.model, FairnessMitigatedClassifier):
+        decided = decision_scores(ctx.model.predict(data.test.X), scores.shape[1])
+        ctx.test_scores = decided
+        for source, target in (
+            (compute_metrics(data.test.y, decided, data.task), values),
+            (bootstrap_intervals(data.test.y, decided, data.task, seed=seed), intervals),
+        ):
+            target.update({name: source[name] for name in DECISION_METRICS})  # type: ignore[misc]
+    return values, intervals
 
 
 def _evaluation_result(
@@ -220,6 +237,10 @@ def _evaluation_result(
 ) -> EvaluationResult:
     assert ctx.data is not None and ctx.record.training is not None
     metric = ctx.record.training.search_metric
+    if isinstance(ctx.model, FairnessMitigatedClassifier) and metric not in DECISION_METRICS:
+        # a mitigated model is a decision rule (group thresholds or a randomised mixture):
+        # its scores no longer rank rows, so it is compared with the baselines on accuracy
+        metric = "accuracy"
     better = higher_is_better(metric)
     best = (max if better else min)(baseline_results, key=lambda b: b.metrics[metric])
     return EvaluationResult(
@@ -358,7 +379,7 @@ def _log_run_artifacts(ctx: _Context, run: TrackedRun) -> None:
     assert ctx.data is not None
     run.log_text(ctx.data.schema.to_json(), "govml/schema.json")
     run.log_text(ctx.drift_reference.to_json(), "govml/drift_reference.json")
-    for name, path in ctx.plots.items():
+    for path in ctx.plots.values():
         run.log_file(path, "govml/plots")
     if ctx.record.training is not None:
         run.log_params(ctx.record.training.best_params, prefix="model.")

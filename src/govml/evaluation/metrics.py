@@ -11,6 +11,8 @@ from govml.errors import ConfigError
 
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss")
+# metrics of the decision alone (the arg-max class), not of the scores' ranking or calibration
+DECISION_METRICS = ("accuracy", "balanced_accuracy", "f1")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 
 
@@ -76,6 +78,11 @@ def metric_function(name: str, task: str) -> Callable[[np.ndarray, np.ndarray], 
 def compute_metrics(y_true: np.ndarray, scores: np.ndarray, task: str) -> dict[str, float]:
     names = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
     return {name: metric_function(name, task)(y_true, scores) for name in names}
+
+
+def decision_scores(decisions: np.ndarray, n_classes: int) -> np.ndarray:
+    """One-hot "scores" of hard decisions, so the decision metrics score exactly them."""
+    return np.eye(n_classes)[np.asarray(decisions, dtype=int)]
 
 
 def bootstrap_intervals(
