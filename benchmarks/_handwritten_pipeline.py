@@ -80,6 +80,8 @@ def main(tracking_uri: str, n_trials: int) -> None:
         mlflow.sklearn.log_model(
             final, name="model", signature=infer_signature(example, final.predict(example)),
             input_example=example, registered_model_name="credit-risk-handwritten",
+            # MLflow 3's default skops format refuses LightGBM types; cloudpickle, as govml uses
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
         )
         print(f"test accuracy {accuracy_score(y_test, proba > 0.5):.4f}, roc_auc {roc_auc_score(y_test, proba):.4f}")
     print(f"best validation roc_auc {study.best_value:.4f}", file=sys.stderr)

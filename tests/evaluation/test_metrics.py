@@ -46,3 +46,26 @@ def test_improvement_respects_direction() -> None:
     assert not higher_is_better("log_loss")
     with pytest.raises(ConfigError, match="not a regression metric"):
         check_metric("accuracy", "regression")
+
+
+def test_fast_binary_bootstrap_equals_scikit_learn_on_the_same_resamples() -> None:
+    """The vectorised bootstrap must give scikit-learn's values on each resample (ties included)."""
+    from sklearn import metrics as skm
+
+    from govml.evaluation.metrics import _binary_bootstrap
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 500)
+    p1 = np.round(np.clip(y * 0.5 + rng.normal(0.25, 0.25, 500), 0, 1), 2)  # rounding makes ties
+    proba = np.column_stack([1 - p1, p1])
+    fast = _binary_bootstrap(y, proba, np.random.default_rng(7), 6)
+    draws = np.random.default_rng(7)
+    for r in range(6):
+        idx = draws.integers(0, 500, 500)
+        yy, pp = y[idx], proba[idx]
+        pred = pp.argmax(axis=1)
+        assert fast["accuracy"][r] == pytest.approx(skm.accuracy_score(yy, pred), abs=1e-12)
+        assert fast["balanced_accuracy"][r] == pytest.approx(skm.balanced_accuracy_score(yy, pred), abs=1e-12)
+        assert fast["f1"][r] == pytest.approx(skm.f1_score(yy, pred), abs=1e-12)
+        assert fast["roc_auc"][r] == pytest.approx(skm.roc_auc_score(yy, pp[:, 1]), abs=1e-12)
+        assert fast["log_loss"][r] == pytest.approx(skm.log_loss(yy, pp, labels=[0, 1]), abs=1e-9)

@@ -98,17 +98,69 @@ def bootstrap_intervals(
     rng = np.random.default_rng(seed)
     n = len(y_true)
     names = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
-    functions = {name: metric_function(name, task) for name in names}
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(n_resamples):
-        idx = rng.integers(0, n, n)
-        for name, fn in functions.items():
-            samples[name].append(fn(y_true[idx], scores[idx]))
+    if task == "classification" and scores.ndim == 2 and scores.shape[1] == 2:
+        samples = _binary_bootstrap(np.asarray(y_true), scores, rng, n_resamples)
+    else:
+        functions = {name: metric_function(name, task) for name in names}
+        lists: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(n_resamples):
+            idx = rng.integers(0, n, n)
+            for name, fn in functions.items():
+                lists[name].append(fn(y_true[idx], scores[idx]))
+        samples = {name: np.asarray(v, dtype=float) for name, v in lists.items()}
     alpha = (1 - confidence) / 2
     return {
         name: (float(np.nanquantile(v, alpha)), float(np.nanquantile(v, 1 - alpha)))
         for name, v in samples.items()
     }
+
+
+def _binary_bootstrap(
+    y: np.ndarray, proba: np.ndarray, rng: np.random.Generator, n_resamples: int
+) -> dict[str, np.ndarray]:
+    """Every binary metric on every resample at once, as weighted metrics of the full set.
+
+    A resample is the vector of how often each row was drawn (the same draws as indexing
+    with ``rng.integers``), and each metric is its ``sample_weight`` form, so the values
+    equal scikit-learn's on the resampled rows. Written by hand because calling
+    scikit-learn 1,000 times (200 resamples x 5 metrics) took 7.2 s of a 54 s credit-risk
+    run on 16,281 test rows, mostly parameter validation; this takes well under a second.
+    """
+    from scipy import sparse
+
+    n = len(y)
+    positive = y == 1
+    pred = proba.argmax(axis=1)
+    eps = np.finfo(proba.dtype).eps
+    p_true = np.clip(np.where(positive, proba[:, 1], proba[:, 0]), eps, 1 - eps)
+    row_loss = -np.log(p_true)
+    # ROC AUC with ties: group rows by distinct score, count each resample's weight per group
+    distinct, group = np.unique(proba[:, 1], return_inverse=True)
+    member = sparse.csr_matrix((np.ones(n), (np.arange(n), group)), shape=(n, len(distinct)))
+    out: dict[str, list[np.ndarray]] = {name: [] for name in CLASSIFICATION_METRICS}
+    chunk = max(1, 4_000_000 // max(n, 1))  # resamples per block: bounded memory on big test sets
+    for start in range(0, n_resamples, chunk):
+        size = min(chunk, n_resamples - start)
+        weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(size)]).astype(float)
+        total = weights.sum(axis=1)
+        pos = weights @ positive
+        neg = total - pos
+        tp = weights @ (positive & (pred == 1))
+        fp = weights @ (~positive & (pred == 1))
+        tn = neg - fp
+        fn = pos - tp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["accuracy"].append((tp + tn) / total)
+            recalls = np.stack([np.where(pos > 0, tp / pos, np.nan), np.where(neg > 0, tn / neg, np.nan)])
+            out["balanced_accuracy"].append(np.nanmean(recalls, axis=0))
+            out["f1"].append(np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0))
+            pos_by_score = np.asarray((member.T @ (weights * positive).T).T)
+            neg_by_score = np.asarray((member.T @ (weights * ~positive).T).T)
+            below = np.cumsum(neg_by_score, axis=1) - neg_by_score
+            wins = (pos_by_score * (below + 0.5 * neg_by_score)).sum(axis=1)
+            out["roc_auc"].append(np.where((pos > 0) & (neg > 0), wins / (pos * neg), np.nan))
+        out["log_loss"].append(weights @ row_loss / total)
+    return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
 def improvement_pct(model_value: float, baseline_value: float, metric: str) -> float:

@@ -9,6 +9,7 @@ files (``data_hash``), of the registered tags, of the final record and report.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from govml.governance.audit import AuditEntry, AuditLog, AuditSubject, sha256_hex
@@ -96,4 +97,27 @@ def audit_run_finished(
         _subject(record, version=record.registration.version if record.registration else None),
         details={"status": record.status, "failed_gates": record.failed_gates},
         outputs=outputs,
+    )
+
+
+def audit_server_start(
+    log: AuditLog,
+    server: str,
+    *,
+    host: str,
+    port: int,
+    model: str | None = None,
+    version: str | None = None,
+    alias: str | None = None,
+    run_id: str | None = None,
+    details: dict[str, object] | None = None,
+    inputs: dict[str, str] | None = None,
+) -> AuditEntry:
+    """``server.start``: a model server (``serve``) or the LLM gateway (``llm``) began
+    answering on host:port; ``inputs`` hash what it serves (model files, gateway YAML)."""
+    return log.append(
+        "server.start",
+        AuditSubject(model=model, version=version, alias=alias, run_id=run_id),
+        details={"server": server, "host": host, "port": port, "pid": os.getpid(), **(details or {})},
+        inputs=inputs,
     )
