@@ -106,6 +106,13 @@ def test_serve_runs_a_gateway_the_sdk_can_use(tmp_path: Path) -> None:
             process.send_signal(signal.SIGINT)
             process.wait(30)
         assert (tmp_path / "home" / "llm" / "requests.db").is_file()
+        from govml.governance.audit import AuditLog, sha256_hex
+
+        audit = AuditLog(tmp_path / "home" / "audit.jsonl")
+        start = [e for e in audit.entries() if e.action == "server.start"]
+        assert len(start) == 1 and start[0].details["server"] == "llm"
+        assert start[0].details["port"] == port and start[0].inputs["gateway_yaml"] == sha256_hex(path)
+        assert audit.verify().ok
 
 
 def test_eval_guard_prints_the_figures(tmp_path: Path) -> None:

@@ -41,6 +41,14 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]listening on {host}: reachable from other machines")
     models = ", ".join(r.name for r in gateway_config.models)
+    from govml.governance.audit import AuditLog, default_audit_path, sha256_hex
+    from govml.governance.run_audit import audit_server_start
+
+    audit_server_start(
+        AuditLog(default_audit_path()), "llm", host=host, port=port,
+        details={"models": [r.name for r in gateway_config.models], "config": str(config)},
+        inputs={"gateway_yaml": sha256_hex(Path(config))},
+    )
     console.print(f"govml gateway on http://{host}:{port}/v1 serving {models}")
     uvicorn.run(create_app(gateway), host=host, port=port, log_level=log_level)
 
