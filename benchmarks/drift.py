@@ -12,6 +12,7 @@ column, on the raw reference and batch.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -70,6 +71,7 @@ def main() -> None:
     reference = synthetic_frame(args.reference_rows, shift=0.0, seed=1)
     batch = synthetic_frame(args.rows, shift=0.1, seed=2)
     print(f"reference {reference.shape[0]:,} rows, batch {batch.shape[0]:,} x {batch.shape[1]} columns")
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
     start = time.perf_counter()
     drift_reference = DriftReference.from_frame(reference)
@@ -83,6 +85,7 @@ def main() -> None:
     baseline = scipy_loop(reference, batch)
     scipy_s = time.perf_counter() - start
 
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     significant = sum(p < 0.05 for p in baseline.values())
     print(f"{'method':<40}{'seconds':>10}")
     print(f"{'govml DriftReference.from_frame':<40}{build_s:>10.2f}")

@@ -98,6 +98,10 @@ def test_v2_protocol(server: RunningServer, sample: pd.DataFrame, adult_pipeline
     # [rows, 1] shapes with nested data are the same tensor
     nested = [dict(i, shape=[len(sample), 1], data=[[v] for v in i["data"]]) for i in inputs]
     assert _post(server, "/v2/models/adult/infer", {"inputs": nested}).json()["outputs"][0] == outputs["predict"]
+    # the spec's single [rows, features] tensor: features map to the signature's columns in order
+    matrix = {"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [[1.0, 2.0]]}
+    wrong = _post(server, "/v2/models/adult/infer", {"inputs": [matrix]})
+    assert wrong.status_code == 400 and str(list(sample.columns)) in wrong.json()["error"]
     assert httpx.get(f"{server.url}/v2/models/other").status_code == 404
     assert _post(server, "/v2/models/other/infer", {"inputs": inputs}).status_code == 404
 

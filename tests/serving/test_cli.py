@@ -21,6 +21,8 @@ from govml.cli import app, main
 if TYPE_CHECKING:
     from conftest import AdultData, RunningServer, Store
 
+    from govml.serving.loading import LoadedModel
+
 runner = CliRunner()
 
 
@@ -61,7 +63,8 @@ def test_monitor_logged_traffic(env: Path, make_server, loaded, adult: AdultData
     assert httpx.post(f"{server.url}/invocations", json={"dataframe_split": body}).status_code == 200
     deadline = time.monotonic() + 10
     result = runner.invoke(app, ["monitor", registered])
-    while result.exit_code != 1 and time.monotonic() < deadline:  # the log is written off the request path
+    # The log is written off the request path, in batches: until then monitor finds no rows (DataError).
+    while not isinstance(result.exception, SystemExit) and time.monotonic() < deadline:
         time.sleep(0.2)
         result = runner.invoke(app, ["monitor", registered])
     assert result.exit_code == 1, result.output
@@ -145,3 +148,25 @@ def test_govml_serve_subprocess(store: Store, registered: str, adult: AdultData,
         process.wait(timeout=30)
     assert process.returncode is not None
     assert pd.notna(process.returncode)
+    from govml.governance.audit import AuditLog
+
+    starts = [e for e in AuditLog(tmp_path / "audit.jsonl").entries() if e.action == "server.start"]
+    assert len(starts) == 1 and starts[0].details["port"] == port
+
+
+def test_server_start_is_audited_with_the_model_hash(
+    loaded: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cloudpickle
+
+    from govml.governance.audit import AuditLog, sha256_hex
+    from govml.serving.cli import _audit_start
+
+    monkeypatch.setenv("GOVML_HOME", str(tmp_path))
+    _audit_start(loaded, "127.0.0.1", 8123, inference="compiled")
+    log = AuditLog(tmp_path / "audit.jsonl")
+    (entry,) = log.entries(model=loaded.ref.name)
+    assert entry.action == "server.start" and entry.details["server"] == "serve"
+    assert entry.subject.version == loaded.ref.version and entry.details["port"] == 8123
+    assert entry.inputs["model"] == sha256_hex(cloudpickle.dumps(loaded.sklearn_model))
+    assert log.verify().ok

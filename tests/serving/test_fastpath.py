@@ -104,6 +104,21 @@ def test_govml_preprocessor_compiles_exactly(adult: AdultData, adult_pipeline: P
     assert np.array_equal(proba, reference)  # in fact bit for bit
 
 
+def test_large_batches_take_the_indexed_one_hot_path(adult: AdultData, adult_pipeline: Pipeline) -> None:
+    """Above _DICT_LOOKUP_ROWS the one-hot lookup switches to a pandas index: the same matrix."""
+    from govml.serving import fastpath
+
+    copies = fastpath._DICT_LOOKUP_ROWS // len(adult.test_X) + 1
+    big = pd.concat([adult.test_X] * copies, ignore_index=True)
+    big.loc[:99, "native_country"] = "Atlantis"  # unseen
+    big.loc[100:199, "workclass"] = np.nan
+    assert len(big) >= fastpath._DICT_LOOKUP_ROWS
+    compiled = CompiledModel(adult_pipeline)
+    X = compiled.preprocessor.transform(_columns(big))
+    assert np.array_equal(X, adult_pipeline[0].transform(big))
+    assert np.abs(compiled.predict_proba(X) - adult_pipeline.predict_proba(big)).max() <= 1e-6
+
+
 def test_unknown_steps_are_refused(data) -> None:  # type: ignore[no-untyped-def]
     train, y, _ = data
     custom = ColumnTransformer([("num", FunctionTransformer(np.log1p), NUMERIC)])

@@ -54,6 +54,7 @@ class ServeSettings:
     log_predictions: bool = True
     drift_window: int = 5_000
     drift_every: int = 500
+    drift_min_seconds: float = 5.0
     drift_thresholds: dict[str, float] = field(default_factory=dict)
 
 
@@ -84,6 +85,7 @@ class ServingState:
                 reference=model.drift_reference,
                 window=settings.drift_window,
                 drift_every=settings.drift_every,
+                drift_min_seconds=settings.drift_min_seconds,
                 thresholds=settings.drift_thresholds,
             )
 
@@ -99,8 +101,8 @@ class ServingState:
         if self.log is not None:
             self.log.submit(
                 LogRecord(
-                    ts=time.time(), endpoint=endpoint, inputs=validated,
-                    predictions=_log_values(prediction), latency_ms=(time.perf_counter() - started) * 1000,
+                    ts=time.time(), endpoint=endpoint, inputs=validated, labels=prediction.labels,
+                    probabilities=prediction.probabilities, latency_ms=(time.perf_counter() - started) * 1000,
                 )
             )
         return prediction
@@ -132,7 +134,7 @@ class ServingState:
 
     def infer_v2(self, body: bytes) -> bytes:
         started = time.perf_counter()
-        request = parse_v2_infer(body)
+        request = parse_v2_infer(body, self.validator.input_names)
         prediction = self._score(request.batch, "v2_infer", started)
         outputs = [_tensor("predict", prediction.labels)]
         if prediction.probabilities is not None:
@@ -214,13 +216,6 @@ def _tensor(name: str, values: np.ndarray) -> dict[str, Any]:
     datatype = {"i": "INT64", "u": "UINT64", "f": "FP64", "b": "BOOL"}.get(kind, "BYTES")
     data = values.reshape(-1).tolist() if kind in "iufb" else [str(v) for v in values.reshape(-1).tolist()]
     return {"name": name, "shape": list(values.shape), "datatype": datatype, "data": data}
-
-
-def _log_values(prediction: Prediction) -> list[Any]:
-    labels = prediction.labels.tolist()
-    if prediction.probabilities is None:
-        return labels
-    return [{"label": label, "proba": proba} for label, proba in zip(labels, prediction.probabilities.tolist(), strict=True)]
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

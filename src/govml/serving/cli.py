@@ -14,6 +14,7 @@ from govml.errors import DataError, GovmlError
 
 if TYPE_CHECKING:
     from govml.features.drift import DriftReport
+    from govml.serving.loading import LoadedModel
     from govml.serving.monitoring import CarbonSettings
 
 console = Console()
@@ -74,7 +75,28 @@ def serve(
     )
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
+    _audit_start(loaded, host, port, inference=state.predictor.path)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def _audit_start(loaded: LoadedModel, host: str, port: int, *, inference: str) -> None:
+    """``server.start`` in the audit trail, with the hash of the served model's bytes."""
+    import cloudpickle
+
+    from govml.governance.audit import AuditLog, default_audit_path, sha256_hex
+    from govml.governance.run_audit import audit_server_start
+
+    inputs = {}
+    if loaded.sklearn_model is not None:
+        inputs["model"] = sha256_hex(cloudpickle.dumps(loaded.sklearn_model))
+    if loaded.schema_json is not None:
+        inputs["schema"] = sha256_hex(loaded.schema_json)
+    ref = loaded.ref
+    audit_server_start(
+        AuditLog(default_audit_path()), "serve", host=host, port=port, model=ref.name,
+        version=ref.version, run_id=ref.run_id, details={"model_uri": ref.uri, "inference": inference},
+        inputs=inputs,
+    )
 
 
 def drift_table(report: DriftReport, title: str) -> Table:
@@ -103,10 +125,10 @@ def monitor(
     max_share: Annotated[float, typer.Option(help="Exit 1 when the share of drifted columns exceeds this.")] = 0.0,
 ) -> None:
     """Print a drift report for a model's logged traffic (or a file); exit 1 when drift passes the threshold."""
-    from govml.paths import default_tracking_uri, govml_home
     from mlflow import MlflowClient
 
     from govml.features.drift import compute_drift
+    from govml.paths import default_tracking_uri, govml_home
     from govml.serving.loading import resolve_model
     from govml.serving.monitoring import read_logged_inputs
 

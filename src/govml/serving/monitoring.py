@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import sqlite3
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ from govml.serving.validation import ValidatedBatch
 _log = logging.getLogger(__name__)
 
 DEFAULT_CPU_WATTS = 15.0  # one fully busy server core; override with GOVML_CPU_WATTS
+MAX_BATCH_RECORDS = 1000
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -108,8 +111,20 @@ class LogRecord:
     ts: float
     endpoint: str
     inputs: ValidatedBatch
-    predictions: list[Any]
+    labels: np.ndarray
+    probabilities: np.ndarray | None
     latency_ms: float
+
+    def feature_json(self) -> list[str]:
+        """One JSON object per row (missing values as null), encoded by pandas in C."""
+        return self.inputs.to_frame().to_json(orient="records", lines=True, double_precision=15).splitlines()
+
+    def prediction_json(self) -> list[str]:
+        """``{"label": ..., "proba": [...]}`` per row, or the bare label when there are no probabilities."""
+        if self.probabilities is None or self.labels.ndim != 1:  # a pyfunc may return several outputs per row
+            return [json.dumps(v) for v in self.labels.tolist()]
+        frame = pd.DataFrame({"label": self.labels, "proba": list(self.probabilities)})
+        return frame.to_json(orient="records", lines=True, double_precision=15).splitlines()
 
 
 class PredictionLog:
@@ -126,6 +141,7 @@ class PredictionLog:
         window: int = 5000,
         drift_every: int = 500,
         min_drift_rows: int = 100,
+        drift_min_seconds: float = 5.0,
         thresholds: dict[str, float] | None = None,
         max_queue: int = 10_000,
         flush_seconds: float = 0.5,
@@ -136,7 +152,14 @@ class PredictionLog:
         self.metrics = metrics
         self.reference = reference
         self.thresholds = thresholds or {}
-        self.window: deque[dict[str, Any]] = deque(maxlen=window)
+        # Recent input frames, oldest first; together at most ``window_rows`` rows (plus one frame).
+        self.window: deque[pd.DataFrame] = deque()
+        self.window_rows = window
+        self._rows_in_window = 0
+        # Drift is recomputed at most every ``drift_min_seconds``: under heavy traffic it would
+        # otherwise run on every batch and, holding the GIL, slow the requests it watches.
+        self.drift_min_seconds = drift_min_seconds
+        self._last_drift_at = -math.inf
         self.drift_every = drift_every
         self.min_drift_rows = min_drift_rows
         self.flush_seconds = flush_seconds
@@ -160,10 +183,11 @@ class PredictionLog:
             self.metrics.log_dropped.inc()
 
     def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued and stop the writer."""
+        self._stopped.set()  # ends the writer's gathering pause at once
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout)
-        self._stopped.set()
 
     def _run(self) -> None:
         conn = sqlite3.connect(self.path, check_same_thread=False)
@@ -179,7 +203,10 @@ class PredictionLog:
                         running = False
                     else:
                         batch.append(item)
-                    while len(batch) < 1000:
+                        if self._queue.qsize() < MAX_BATCH_RECORDS:
+                            # Let records gather instead of waking (and taking the GIL) per request.
+                            self._stopped.wait(self.flush_seconds)
+                    while len(batch) < MAX_BATCH_RECORDS:
                         item = self._queue.get_nowait()
                         if item is None:
                             running = False
@@ -189,16 +216,17 @@ class PredictionLog:
                     pass
                 self.metrics.queue_depth.set(self._queue.qsize())
                 if batch:
-                    self._track_drift(self._write(conn, batch))
+                    self._write(conn, batch)
+                    self._track_drift(batch)
+                self._maybe_refresh_drift()
         finally:
             conn.close()
 
-    def _write(self, conn: sqlite3.Connection, batch: list[LogRecord]) -> list[list[dict[str, Any]]]:
-        inputs = [r.inputs.rows() for r in batch]
+    def _write(self, conn: sqlite3.Connection, batch: list[LogRecord]) -> None:
         rows = [
-            (r.ts, self.model, self.version, r.endpoint, json.dumps(features), json.dumps(prediction), r.latency_ms)
-            for r, request_rows in zip(batch, inputs, strict=True)
-            for features, prediction in zip(request_rows, r.predictions, strict=True)
+            (r.ts, self.model, self.version, r.endpoint, features, prediction, r.latency_ms)
+            for r in batch
+            for features, prediction in zip(r.feature_json(), r.prediction_json(), strict=True)
         ]
         try:
             with conn:
@@ -211,24 +239,31 @@ class PredictionLog:
         except sqlite3.Error as exc:  # a full disk must not stop serving; the loss is counted
             _log.error("prediction log write failed: %s", exc)
             self.metrics.log_dropped.inc(len(batch))
-        return inputs
 
-    def _track_drift(self, inputs: list[list[dict[str, Any]]]) -> None:
+    def _track_drift(self, batch: list[LogRecord]) -> None:
         if self.reference is None:
             return
-        for request_rows in inputs:
-            self.window.extend(request_rows)
-            self._since_drift += len(request_rows)
-        if self._since_drift < self.drift_every or len(self.window) < self.min_drift_rows:
+        for record in batch:
+            self.window.append(record.inputs.to_frame())
+            self._rows_in_window += record.inputs.n_rows
+            self._since_drift += record.inputs.n_rows
+        while self.window and self._rows_in_window - len(self.window[0]) >= self.window_rows:
+            self._rows_in_window -= len(self.window.popleft())
+
+    def _maybe_refresh_drift(self) -> None:
+        if self._since_drift < self.drift_every or self._rows_in_window < self.min_drift_rows:
             return
+        if time.monotonic() - self._last_drift_at < self.drift_min_seconds:
+            return  # checked again after the next batch, or within flush_seconds when idle
         self._since_drift = 0
+        self._last_drift_at = time.monotonic()
         self.refresh_drift()
 
     def refresh_drift(self) -> DriftReport | None:
         """Recompute drift over the window and publish it as gauges."""
         if self.reference is None or not self.window:
             return None
-        frame = pd.DataFrame(list(self.window))
+        frame = pd.concat(list(self.window), ignore_index=True).tail(self.window_rows)
         try:
             report = compute_drift(self.reference, frame, **self.thresholds)
         except DataError as exc:

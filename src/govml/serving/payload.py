@@ -208,11 +208,54 @@ def _flatten(data: Any) -> list[Any]:
     return flat
 
 
-def parse_v2_infer(body: bytes) -> V2Request:
-    """Parse a v2 ``infer`` body whose inputs are one named tensor per column."""
+def _matrix_tensor(tensor: dict[str, Any], input_names: list[str]) -> RawBatch | None:
+    """The spec's other layout: one ``[rows, features]`` tensor whose features are the
+    model's input columns in signature order. None when ``tensor`` is a column tensor."""
+    shape = tensor.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and shape[1] != 1 and tensor.get("name") not in input_names):
+        return None
+    name, datatype = str(tensor.get("name")), tensor.get("datatype")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise RequestError(f"inputs[0] ({name}): shape must hold non-negative integers; got {shape}")
+    rows, width = shape
+    if width != len(input_names):
+        raise RequestError(
+            f"inputs[0] ({name}): a [rows, features] tensor needs {len(input_names)} features, one per input "
+            f"column in this order: {input_names}; got {width}",
+            errors=[FieldError(name, None, f"shape {shape}")],
+        )
+    if datatype not in V2_DATATYPES:
+        raise RequestError(f"inputs[0] ({name}): datatype {datatype!r} is not one of {sorted(V2_DATATYPES)}")
+    values = _flatten(tensor.get("data"))  # row-major, nested or flat, as the spec allows
+    if len(values) != rows * width:
+        raise RequestError(
+            f"inputs[0] ({name}): shape {shape} says {rows * width} values but data holds {len(values)}",
+            errors=[FieldError(name, None, "data does not match shape")],
+        )
+    columns = {column: values[j::width] for j, column in enumerate(input_names)}
+    for column, column_values in columns.items():
+        _check_datatype(column, datatype, column_values)
+    if not rows:
+        raise RequestError("the inputs hold no rows")
+    return RawBatch(columns=columns, n_rows=rows)
+
+
+def parse_v2_infer(body: bytes, input_names: list[str] | None = None) -> V2Request:
+    """Parse a v2 ``infer`` body: one named tensor per column, or a single
+    ``[rows, features]`` tensor with the columns in the order of ``input_names``."""
     payload = _parse_json(body)
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
         raise RequestError("a v2 inference request is an object with a non-empty 'inputs' list")
+    request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
+    outputs = payload.get("outputs")
+    names = None
+    if isinstance(outputs, list):
+        names = [o.get("name") for o in outputs if isinstance(o, dict) and isinstance(o.get("name"), str)]
+    first = payload["inputs"][0]
+    if input_names and len(payload["inputs"]) == 1 and isinstance(first, dict):
+        matrix = _matrix_tensor(first, input_names)
+        if matrix is not None:
+            return V2Request(batch=matrix, request_id=request_id, outputs=names)
     columns: dict[str, list[Any]] = {}
     n_rows: int | None = None
     for i, tensor in enumerate(payload["inputs"]):
@@ -249,11 +292,6 @@ def parse_v2_infer(body: bytes) -> V2Request:
         columns[name] = values
     if not n_rows:
         raise RequestError("the inputs hold no rows")
-    outputs = payload.get("outputs")
-    names = None
-    if isinstance(outputs, list):
-        names = [o.get("name") for o in outputs if isinstance(o, dict) and isinstance(o.get("name"), str)]
-    request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
     return V2Request(batch=RawBatch(columns=columns, n_rows=n_rows), request_id=request_id, outputs=names)
 
 
