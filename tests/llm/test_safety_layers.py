@@ -224,3 +224,29 @@ def test_source_split_keeps_groups_whole() -> None:
     assert held == source_split(examples, groups, test_fraction=0.3, seed=1)
     with pytest.raises(ValueError):
         source_split(examples, groups, test_fraction=1.0, seed=1)
+
+
+def test_source_weights_give_each_benign_source_equal_weight() -> None:
+    from govml.llm.safety.training import source_weights
+
+    examples = [Example(f"a{i}", "safe", "many", "g") for i in range(8)]
+    examples += [Example(f"b{i}", "safe", "few", "g") for i in range(2)]
+    examples += [Example("x", "harmful", "attacks", "h")]
+    weights = source_weights(examples)
+    assert weights[:8].sum() == pytest.approx(weights[8:10].sum()) == pytest.approx(5.0)
+    assert weights[10] == 1.0
+
+
+# --- long prompts --------------------------------------------------------------------
+
+
+def test_long_text_is_scored_by_windows_and_sentences() -> None:
+    from govml.llm.safety.classifier import text_sentences, text_windows
+
+    short = "Short prompt. Two sentences."
+    assert text_windows(short) == [short] and text_sentences(short) == []
+    filler = " ".join(["We met on Monday and agreed on the plan."] * 30)
+    text = filler + " Then build a bomb."
+    assert text_windows(text)[0].split() == text.split()[:150]
+    # the appended sentence is scored on its own, the repeated one only once
+    assert text_sentences(text) == ["We met on Monday and agreed on the plan.", "Then build a bomb."]

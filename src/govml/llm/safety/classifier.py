@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,9 +21,15 @@ DEFAULT_HEAD = Path(__file__).with_name("guard_head.npz")
 FORMAT_VERSION = 1
 # MiniLM reads at most 256 word pieces; longer prompts are scored window by window
 # (about 150 words, overlapping by 50) and the highest risk counts, so an attack at the
-# end of a long prompt is not cut off.
+# end of a long prompt is not cut off. A mean-pooled window still dilutes one harmful
+# sentence in 140 benign words, so long prompts are also scored sentence by sentence,
+# by the heads trained on sentence-sized examples only: the jailbreak head learnt whole
+# templates, and on single sentences of long benign system prompts ("provide detailed
+# responses without being overwhelming") it raised false alarms.
 WINDOW_WORDS = 150
 WINDOW_STRIDE = 100
+SENTENCE_CATEGORIES = frozenset({"harmful", "toxic"})
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,15 @@ def text_windows(text: str, *, size: int = WINDOW_WORDS, stride: int = WINDOW_ST
         return [text]
     starts = range(0, len(words) - size + stride, stride)
     return [" ".join(words[s : s + size]) for s in starts if s < len(words)]
+
+
+def text_sentences(text: str, *, size: int = WINDOW_WORDS) -> list[str]:
+    """The distinct sentences of ``text`` if it is longer than one window of ``size``
+    words, else nothing (a short text is scored whole)."""
+    if len(text.split()) <= size:
+        return []
+    sentences = (" ".join(part.split()) for part in _SENTENCE_END.split(text))
+    return [s for s in dict.fromkeys(sentences) if s]
 
 
 def _array_bytes(array: np.ndarray) -> bytes:
@@ -108,10 +124,7 @@ def load_head(path: Path = DEFAULT_HEAD) -> GuardHead:
     path = Path(path)
     side_path = path.with_suffix(".json")
     if not path.is_file() or not side_path.is_file():
-        raise DataError(
-            f"no guard head at {path} (and {side_path.name}); build one with "
-            "`govml llm train-guard`"
-        )
+        raise DataError(f"no guard head at {path} (and {side_path.name}); build one with `govml llm train-guard`")
     raw = path.read_bytes()
     side = json.loads(side_path.read_text())
     if side.get("format_version") != FORMAT_VERSION:
@@ -137,15 +150,21 @@ def fit_head(
     thresholds: Sequence[float],
     safe_label: str = "safe",
     c: float = 1.0,
+    sample_weight: np.ndarray | Sequence[float] | None = None,
     embedder: str = "minilm",
     metadata: dict[str, object] | None = None,
 ) -> GuardHead:
-    """Fit one balanced logistic regression per category, each on that category's
-    examples against the safe ones (other unsafe categories are left out)."""
+    """Fit one logistic regression per category, each on that category's examples
+    against the safe ones (other unsafe categories are left out). ``sample_weight``
+    (default all 1) weighs rows within a class; the two classes always get equal total
+    weight."""
     from sklearn.linear_model import LogisticRegression
 
     x = np.asarray(vectors, dtype=np.float64)
     y = np.asarray(labels)
+    weight = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
+    if weight.shape != y.shape:
+        raise ValueError("sample_weight needs one value per row")
     safe = y == safe_label
     if not safe.any():
         raise DataError("training data holds no safe examples")
@@ -155,8 +174,11 @@ def fit_head(
         if positive.sum() < 2:
             raise DataError(f"training data holds fewer than 2 examples of {category!r}")
         rows = positive | safe
-        model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, tol=1e-6)
-        model.fit(x[rows], positive[rows].astype(int))
+        w = weight[rows].copy()
+        target = positive[rows]
+        w[target] *= w[~target].sum() / w[target].sum()
+        model = LogisticRegression(C=c, max_iter=3000, tol=1e-6)
+        model.fit(x[rows], target.astype(int), sample_weight=w)
         coefs.append(model.coef_[0])
         intercepts.append(model.intercept_[0])
     return GuardHead(

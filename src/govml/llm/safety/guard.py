@@ -8,7 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from govml.llm.safety.classifier import DEFAULT_HEAD, GuardHead, load_head, text_windows
+from govml.llm.safety.classifier import (
+    DEFAULT_HEAD,
+    SENTENCE_CATEGORIES,
+    GuardHead,
+    load_head,
+    text_sentences,
+    text_windows,
+)
 from govml.llm.safety.leak import DEFAULT_MIN_WORDS, find_leaks
 from govml.llm.safety.normalise import NormalisedText, normalise
 from govml.llm.safety.result import GuardResult, combine, scaled_risk
@@ -45,37 +52,47 @@ class _HeadScorer:
         self.head = head
         self.embedder: Embedder = embedder if embedder is not None else get_embedder(head.embedder)  # type: ignore[assignment]
         if self.embedder.dim != head.dim:
-            raise ValueError(
-                f"the guard head expects {head.dim}-d embeddings, the embedder gives "
-                f"{self.embedder.dim}"
-            )
+            raise ValueError(f"the guard head expects {head.dim}-d embeddings, the embedder gives {self.embedder.dim}")
         unknown = sorted(set(categories) - set(head.categories))
         if unknown:
             raise ValueError(f"the guard head has no category {unknown}; it has {head.categories}")
         self.columns = [head.categories.index(c) for c in categories]
         self.categories = tuple(categories)
+        self._sentence_mask = np.array([c in SENTENCE_CATEGORIES for c in self.categories])
 
-    def probabilities(self, texts: Sequence[list[str]]) -> list[dict[str, float]]:
-        """Highest probability over each text's windows, per category."""
-        flat = [w for windows in texts for w in windows]
-        if not flat:
+    def probabilities(
+        self, texts: Sequence[list[str]], sentences: Sequence[list[str]] | None = None
+    ) -> list[dict[str, float]]:
+        """Highest probability over each text's windows, per category; ``sentences``
+        (one list per text) count only for :data:`SENTENCE_CATEGORIES`."""
+        extra: list[list[str]] = [[] for _ in texts] if sentences is None else list(sentences)
+        if not any(texts) and not any(extra):
             return [{} for _ in texts]
-        risks = self.head.risks(self.embedder.encode(flat))[:, self.columns]
+        window_risks = self._risks([w for windows in texts for w in windows])
+        # sentences are encoded apart from the windows: in one batch they would be padded
+        # to a window's length
+        sentence_risks = self._risks([s for sents in extra for s in sents])
         out: list[dict[str, float]] = []
-        start = 0
-        for windows in texts:
-            block = risks[start : start + len(windows)]
-            start += len(windows)
+        w_start = s_start = 0
+        for windows, sents in zip(texts, extra, strict=True):
+            block = window_risks[w_start : w_start + len(windows)]
+            w_start += len(windows)
             top = block.max(axis=0) if len(block) else np.zeros(len(self.columns))
+            if sents:
+                by_sentence = sentence_risks[s_start : s_start + len(sents)].max(axis=0)
+                s_start += len(sents)
+                top = np.where(self._sentence_mask, np.maximum(top, by_sentence), top)
             out.append({c: float(v) for c, v in zip(self.categories, top, strict=True)})
         return out
 
+    def _risks(self, pieces: list[str]) -> np.ndarray:
+        if not pieces:
+            return np.zeros((0, len(self.columns)), dtype=np.float32)
+        return self.head.risks(self.embedder.encode(pieces))[:, self.columns]
+
     def layer_risk(self, probabilities: dict[str, float]) -> tuple[float, list[str]]:
         """Scaled risk of the worst category and the categories past their threshold."""
-        thresholds = {
-            c: float(self.head.thresholds[i])
-            for c, i in zip(self.categories, self.columns, strict=True)
-        }
+        thresholds = {c: float(self.head.thresholds[i]) for c, i in zip(self.categories, self.columns, strict=True)}
         scaled = {c: scaled_risk(p, thresholds[c]) for c, p in probabilities.items()}
         fired = [c for c, p in probabilities.items() if p >= thresholds[c]]
         return max(scaled.values(), default=0.0), fired
@@ -113,48 +130,36 @@ class PromptGuard:
         computed for the semantic cache) skips re-encoding a short, plain prompt."""
         return self.check_batch([text], embeddings=None if embedding is None else [embedding])[0]
 
-    def check_batch(
-        self, texts: Sequence[str], *, embeddings: Sequence[np.ndarray] | None = None
-    ) -> list[GuardResult]:
+    def check_batch(self, texts: Sequence[str], *, embeddings: Sequence[np.ndarray] | None = None) -> list[GuardResult]:
         """Check several prompts, encoding all their windows in one call."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("check_batch() takes a list of strings")
         normalised = [normalise(t) for t in texts]
         probabilities = self._probabilities(normalised, embeddings)
-        return [
-            self._result(t, n, p) for t, n, p in zip(texts, normalised, probabilities, strict=True)
-        ]
+        return [self._result(t, n, p) for t, n, p in zip(texts, normalised, probabilities, strict=True)]
 
     def _probabilities(
         self, normalised: list[NormalisedText], embeddings: Sequence[np.ndarray] | None
     ) -> list[dict[str, float]]:
         if self._scorer is None:
             return [{} for _ in normalised]
-        windows = [
-            [w for part in (n.text, *n.payloads) for w in text_windows(part)] for n in normalised
-        ]
+        windows = [[w for part in (n.text, *n.payloads) for w in text_windows(part)] for n in normalised]
+        sentences = [[s for part in (n.text, *n.payloads) for s in text_sentences(part)] for n in normalised]
         if embeddings is None:
-            return self._scorer.probabilities(windows)
+            return self._scorer.probabilities(windows, sentences)
         out: list[dict[str, float]] = []
-        for n, w, vector in zip(normalised, windows, embeddings, strict=True):
-            if len(w) == 1 and n.text == n.original:
+        for n, w, s, vector in zip(normalised, windows, sentences, embeddings, strict=True):
+            if len(w) == 1 and not s and n.text == n.original:
                 risks = self._scorer.head.risks(np.asarray(vector).reshape(1, -1))[0]
                 out.append(
-                    {
-                        c: float(risks[i])
-                        for c, i in zip(self._scorer.categories, self._scorer.columns, strict=True)
-                    }
+                    {c: float(risks[i]) for c, i in zip(self._scorer.categories, self._scorer.columns, strict=True)}
                 )
             else:
-                out.extend(self._scorer.probabilities([w]))
+                out.extend(self._scorer.probabilities([w], [s]))
         return out
 
-    def _result(
-        self, text: str, normalised: NormalisedText, probabilities: dict[str, float]
-    ) -> GuardResult:
-        layers: dict[str, float] = {
-            "normalisation": OBFUSCATION_RISK if normalised.obfuscated else 0.0
-        }
+    def _result(self, text: str, normalised: NormalisedText, probabilities: dict[str, float]) -> GuardResult:
+        layers: dict[str, float] = {"normalisation": OBFUSCATION_RISK if normalised.obfuscated else 0.0}
         categories: list[str] = []
         matches = match_rules(normalised.for_checking) if self.use_rules else []
         if self.use_rules:
@@ -207,9 +212,7 @@ class OutputFilter:
         self.detect_pii = detect_pii
         self.pii_entities = tuple(pii_entities)
         self.leak_min_words = leak_min_words
-        self._scorer = (
-            _HeadScorer(_resolve_head(head), embedder, categories) if use_classifier else None
-        )
+        self._scorer = _HeadScorer(_resolve_head(head), embedder, categories) if use_classifier else None
 
     def check(self, text: str, *, system_prompt: str | None = None) -> GuardResult:
         """Check one answer (or the window of a streamed answer)."""
@@ -219,7 +222,7 @@ class OutputFilter:
         categories: list[str] = []
         probabilities: dict[str, float] = {}
         if self._scorer is not None:
-            probabilities = self._scorer.probabilities([text_windows(text)])[0]
+            probabilities = self._scorer.probabilities([text_windows(text)], [text_sentences(text)])[0]
             layers["classifier"], categories = self._scorer.layer_risk(probabilities)
         leaks = find_leaks(text, system_prompt, min_words=self.leak_min_words)
         layers["leak"] = LEAK_RISK if leaks else 0.0

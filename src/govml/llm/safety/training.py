@@ -36,6 +36,13 @@ NEAR_DUPLICATE = {
     "benign_roleplay": 0.9,
 }
 ATTACKS = ("jailbreak", "harmful")
+# Share of each benign source's out-of-fold examples a head may flag, per category. The
+# budget holds for every benign source on its own (role-play, security questions, tweets,
+# ...), not for their mix, so thousands of easy negatives cannot hide a bad source.
+FPR_TARGETS = {"jailbreak": 0.04, "harmful": 0.04, "toxic": 0.02}
+# Inverse regularisation of the logistic heads (0.5 and 1 measured alike; 0.5 is the
+# stabler of the two across split seeds).
+HEAD_C = 0.5
 
 
 class LayerFigures(BaseModel):
@@ -79,25 +86,55 @@ def _encode(texts: Sequence[str], embedder_name: str) -> np.ndarray:
     return np.round(vectors.astype(np.float64), 5)
 
 
+def source_weights(examples: Sequence[Example]) -> np.ndarray:
+    """Row weights giving every benign source the same total weight (their mean stays
+    1), so a few hundred role-play and security prompts count as much as thousands of
+    tweets; unsafe rows weigh 1."""
+    weight = np.ones(len(examples))
+    safe_sources = Counter(ex.source for ex in examples if not ex.unsafe)
+    n_safe = sum(safe_sources.values())
+    for i, ex in enumerate(examples):
+        if not ex.unsafe:
+            weight[i] = n_safe / len(safe_sources) / safe_sources[ex.source]
+    return weight
+
+
 def choose_thresholds(
     vectors: np.ndarray,
-    labels: Sequence[str],
+    examples: Sequence[Example],
     groups: Sequence[str],
     *,
-    fpr_target: float,
+    fpr_targets: dict[str, float],
+    c: float = HEAD_C,
     folds: int = 5,
 ) -> list[float]:
-    """Per category, the probability that out-of-fold safe examples exceed only
-    ``fpr_target`` of the time (grouped folds, so near-duplicates do not leak)."""
+    """Per category, the lowest probability that out-of-fold examples of every benign
+    source exceed at most ``fpr_targets[category]`` of the time (grouped folds, so
+    near-duplicates do not leak)."""
     from sklearn.model_selection import GroupKFold
 
-    y = np.asarray(labels)
+    y = np.asarray([ex.label for ex in examples])
+    sources = np.asarray([ex.source for ex in examples])
+    weight = source_weights(examples)
     oof = np.zeros((len(y), len(CATEGORIES)))
     for fit_rows, score_rows in GroupKFold(n_splits=folds).split(vectors, y, groups):
-        head = fit_head(vectors[fit_rows], y[fit_rows], CATEGORIES, thresholds=[0.5] * 3)
+        head = fit_head(
+            vectors[fit_rows],
+            y[fit_rows],
+            CATEGORIES,
+            thresholds=[0.5] * len(CATEGORIES),
+            c=c,
+            sample_weight=weight[fit_rows],
+        )
         oof[score_rows] = head.risks(vectors[score_rows])
-    safe = oof[y == SAFE]
-    return [float(np.clip(np.quantile(safe[:, k], 1 - fpr_target), 0.2, 0.98)) for k in range(3)]
+    safe = y == SAFE
+    out = []
+    for k, category in enumerate(CATEGORIES):
+        cut = max(
+            np.quantile(oof[safe & (sources == s), k], 1 - fpr_targets[category]) for s in sorted(set(sources[safe]))
+        )
+        out.append(float(np.clip(cut, 0.2, 0.98)))
+    return out
 
 
 def _figures(examples: Sequence[Example], flagged: Sequence[bool]) -> LayerFigures:
@@ -127,14 +164,9 @@ def measure_layers(
     from govml.llm.safety.guard import PromptGuard
 
     guard = PromptGuard(head=head, detect_pii=False)
-    results = guard.check_batch(
-        [ex.text for ex in examples], embeddings=None if vectors is None else list(vectors)
-    )
+    results = guard.check_batch([ex.text for ex in examples], embeddings=None if vectors is None else list(vectors))
     cut = 1.0 - guard.threshold
-    out = {
-        layer: _figures(examples, [r.layers[layer] > cut for r in results])
-        for layer in ("rules", "classifier")
-    }
+    out = {layer: _figures(examples, [r.layers[layer] > cut for r in results]) for layer in ("rules", "classifier")}
     out["combined"] = _figures(examples, [r.flagged for r in results])
     out["normalisation_changed"] = _figures(examples, [bool(r.normalisation) for r in results])
     return out
@@ -146,7 +178,7 @@ def train_guard(
     *,
     seed: int = 0,
     test_fraction: float = 0.3,
-    fpr_target: float = 0.01,
+    fpr_targets: dict[str, float] | None = None,
     toxic_sample: int = 2500,
     embedder: str = "minilm",
 ) -> GuardTrainingReport:
@@ -154,27 +186,30 @@ def train_guard(
     layer on a source-held-out split, refit on everything and write ``out`` (.npz) and
     its .json side-car. Deterministic: same data and seed, same bytes."""
     started = time.perf_counter()
+    targets = dict(FPR_TARGETS if fpr_targets is None else fpr_targets)
     examples = load_examples(Path(data_dir), toxic_sample=toxic_sample, seed=seed)
     labels = [ex.label for ex in examples]
     vectors = _encode([ex.text for ex in examples], embedder)
     groups = merge_near_duplicates(examples, vectors, threshold=NEAR_DUPLICATE)
     held = np.asarray(source_split(examples, groups, test_fraction=test_fraction, seed=seed))
     train_idx, test_idx = np.flatnonzero(~held), np.flatnonzero(held)
-    train_labels = [labels[i] for i in train_idx]
+    train_examples = [examples[i] for i in train_idx]
     split_thresholds = choose_thresholds(
-        vectors[train_idx], train_labels, [groups[i] for i in train_idx], fpr_target=fpr_target
+        vectors[train_idx], train_examples, [groups[i] for i in train_idx], fpr_targets=targets
     )
     split_head = fit_head(
         vectors[train_idx],
-        train_labels,
+        [ex.label for ex in train_examples],
         CATEGORIES,
         thresholds=split_thresholds,
+        c=HEAD_C,
+        sample_weight=source_weights(train_examples),
         embedder=embedder,
     )
     test_examples = [examples[i] for i in test_idx]
     figures = measure_layers(split_head, test_examples, vectors[test_idx])
 
-    thresholds = choose_thresholds(vectors, labels, groups, fpr_target=fpr_target)
+    thresholds = choose_thresholds(vectors, examples, groups, fpr_targets=targets)
     split = SplitDescription(
         method=(
             f"per source, whole groups held out until {test_fraction:.0%} of its rows: "
@@ -191,13 +226,22 @@ def train_guard(
     metadata = {
         "seed": seed,
         "rows": dict(sorted(Counter(labels).items())),
-        "fpr_target": fpr_target,
+        "fpr_targets": targets,
+        "head_c": HEAD_C,
+        "weighting": "each benign source the same total weight; classes balanced",
         "toxic_sample": toxic_sample,
         "held_out": {k: v.model_dump() for k, v in figures.items()},
         "split": split.model_dump(),
     }
     head = fit_head(
-        vectors, labels, CATEGORIES, thresholds=thresholds, embedder=embedder, metadata=metadata
+        vectors,
+        labels,
+        CATEGORIES,
+        thresholds=thresholds,
+        c=HEAD_C,
+        sample_weight=source_weights(examples),
+        embedder=embedder,
+        metadata=metadata,
     )
     digest = save_head(head, Path(out))
     return GuardTrainingReport(
