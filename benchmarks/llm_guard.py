@@ -5,6 +5,8 @@ of one guard check per prompt.
     .venv/bin/python benchmarks/llm_guard.py              # figures stored with the shipped head
     .venv/bin/python benchmarks/llm_guard.py --retrain    # retrain on ../shared/data/llm first
 
+On the shared machine wrap it in ``flock /tmp/govml-bench.lock`` so timings do not collide.
+
 ``measure()`` returns the same numbers as a dict for benchmarks/llm_gateway.py.
 """
 
@@ -32,7 +34,7 @@ LATENCY_PROMPTS = [
     "I want you to act as a travel guide. I will write you my location and you will "
     "suggest a place to visit near it. My first request is: I am in Istanbul.",
 ]
-# about 600 words: scored as windows plus one piece per distinct sentence
+# 673 words: scored as 7 windows plus one piece per distinct sentence (36)
 LONG_PROMPT = (
     " ".join(
         f"Meeting note {i}: the northern region sold {100 + i} units and the team agreed to "
@@ -61,7 +63,7 @@ def measure_latency(*, rounds: int = 10) -> dict[str, dict[str, float]]:
     runs: dict[str, tuple[Callable[[str], object], list[str]]] = {
         name: (check, LATENCY_PROMPTS) for name, check in setups.items()
     }
-    runs["prompt_guard_600_words"] = (setups["prompt_guard"], [LONG_PROMPT])
+    runs["prompt_guard_673_words"] = (setups["prompt_guard"], [LONG_PROMPT])
     out: dict[str, dict[str, float]] = {}
     for name, (check, prompts) in runs.items():
         for prompt in prompts:
@@ -127,7 +129,7 @@ def render(result: dict[str, Any]) -> str:
     lines += ["", "thresholds: " + json.dumps(result.get("thresholds", {}))]
     lines += ["", "latency per prompt (ms):"]
     for name, lat in result["latency"].items():
-        lines.append(f"  {name:<22}p50 {lat['p50_ms']:7.1f}   p99 {lat['p99_ms']:7.1f}")
+        lines.append(f"  {name:<24}p50 {lat['p50_ms']:7.1f}   p99 {lat['p99_ms']:7.1f}")
     return "\n".join(lines)
 
 
