@@ -177,6 +177,36 @@ def measure_gateway(
     }
 
 
+def _print_summary(figures: dict[str, Any]) -> None:
+    """The issue's acceptance figures, each next to its target."""
+    gw = figures["gateway"]
+    over = gw["gateway_overhead_guard_cache_filter"]
+    hit = gw["cache_hit_end_to_end"]
+    print("\n=== summary (issue 8 targets) ===")
+    print(
+        f"gateway overhead (guard + cache + filter): p50 {over['p50_ms']:.1f} ms,"
+        f" p99 {over['p99_ms']:.1f} ms (target p50 < 20 ms);"
+        f" backend direct p50 {gw['backend_direct_latency']['p50_ms']:.0f} ms"
+    )
+    if hit:
+        print(f"cache hit end to end: p50 {hit['p50_ms']:.1f} ms (target < 30 ms)")
+    print(f"local model tokens/s: {gw['local_model']['tokens_per_second_median']}")
+    cache = figures.get("cache")
+    if cache:
+        lk = cache["lookup"]
+        print(
+            f"cache lookup p99 at {lk['entries']:,} entries: "
+            f"{lk['lookup_with_vector']['p99_ms']:.1f} ms (target < 15 ms)"
+        )
+        if "curve" in cache:
+            cv = cache["curve"]
+            print(
+                f"curve, report part at threshold {cv['chosen_threshold']}: "
+                f"{cv['report_at_chosen']}; target met: {cv['target_met']}"
+            )
+    print(f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -188,6 +218,12 @@ def main() -> None:
         "--all-engines", action="store_true", help="tokens/s of every installed engine"
     )
     parser.add_argument("--skip-cache", action="store_true", help="skip benchmarks/llm_cache.py")
+    parser.add_argument("--cache-entries", type=int, default=100_000)
+    parser.add_argument(
+        "--cache-extras",
+        action="store_true",
+        help="also compare encoders and index kinds (adds ~5 min)",
+    )
     parser.add_argument("--skip-guard", action="store_true", help="skip benchmarks/llm_guard.py")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--guard-head", type=Path, help="a guard head (default: the shipped one)")
@@ -213,7 +249,9 @@ def main() -> None:
             result.pop("backend").close()
             figures["engines"][engine] = result
     if not args.skip_cache:
-        figures["cache"] = _sibling("llm_cache").measure()
+        figures["cache"] = _sibling("llm_cache").measure(
+            entries=args.cache_entries, indexes=args.cache_extras, encoders=args.cache_extras
+        )
     if not args.skip_guard:
         figures["guard"] = _sibling("llm_guard").measure()
 
@@ -241,13 +279,15 @@ def main() -> None:
     )
     for engine, result in figures.get("engines", {}).items():
         print(
-            f"engine {engine}: {result['tokens_per_second_median']} tokens/s "
-            f"(load {result['load_seconds']} s)"
+            f"engine {engine}: {result['tokens_per_second_median']} tokens/s (load {result['load_seconds']} s)"
         )
-    for section in ("cache", "guard"):
-        if section in figures:
-            print(f"--- {section}")
-            print(json.dumps(figures[section], indent=2, default=str))
+    if "cache" in figures:
+        print("\n--- semantic cache (benchmarks/llm_cache.py)")
+        _sibling("llm_cache")._print(figures["cache"])
+    if "guard" in figures:
+        print("\n--- safety (benchmarks/llm_guard.py)")
+        print(_sibling("llm_guard").render(figures["guard"]))
+    _print_summary(figures)
     figures["load_average_1min"] = os.getloadavg()[0]
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))

@@ -48,7 +48,7 @@ def write_adult_like(path: Path, rows: int, *, seed: int = 0, chunk_rows: int = 
     return path
 
 
-def _tree_rss(process: "psutil.Process") -> int:  # type: ignore[name-defined]  # noqa: F821
+def _tree_rss(process: psutil.Process) -> int:  # type: ignore[name-defined]  # noqa: F821
     import psutil
 
     total = 0
@@ -83,9 +83,8 @@ def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
 def train_model(home: Path) -> None:
     """Register credit-risk in ``home`` with a short search (the model, not the search, is measured)."""
     sys.path.insert(0, str(ROOT))
-    from tests.conftest import write_pipeline
-
     from govml.pipeline import run_pipeline
+    from tests.conftest import write_pipeline
 
     os.environ["GOVML_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +45,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Any:
     client = make_client(uri)
     run = TrackedRun(client, ensure_experiment(client, "adult", tracking_uri=uri), run_name="adult", tags={})
     run.log_json({"data": {"task": "classification", "classes": CLASSES}}, "govml/record.json")
-    source = log_sklearn_model(client, run.run_id, model, input_example=X.head(5), predict_fn_output=model.predict(X.head(5)))
+    source = log_sklearn_model(
+        client, run.run_id, model, input_example=X.head(5), predict_fn_output=model.predict(X.head(5))
+    )
     register_model(client, "adult", source=source, run_id=run.run_id, tags={}, aliases=["candidate"])
     run.finish()
     yield uri, model, tmp
@@ -71,7 +70,9 @@ def _expected(model: Any, source: Path) -> pd.DataFrame:
     })
 
 
-def test_local_engine_scores_in_chunks_like_the_model_on_the_whole_frame(registry: Any, rows: Path, tmp_path: Path) -> None:
+def test_local_engine_scores_in_chunks_like_the_model_on_the_whole_frame(
+    registry: Any, rows: Path, tmp_path: Path
+) -> None:
     uri, model, _ = registry
     target = tmp_path / "scored.parquet"
     result = score_file("adult@candidate", rows, target, tracking_uri=uri, chunk_rows=1000, keep=["age"])
@@ -92,7 +93,9 @@ def test_csv_input_and_output_give_the_same_scores(registry: Any, rows: Path, tm
     np.testing.assert_allclose(got["probability_>50K"], expected, rtol=1e-12)
 
 
-def test_ray_engine_writes_the_same_rows_in_the_same_order(registry: Any, rows: Path, tmp_path: Path, ray_cluster: Any) -> None:
+def test_ray_engine_writes_the_same_rows_in_the_same_order(
+    registry: Any, rows: Path, tmp_path: Path, ray_cluster: Any
+) -> None:
     uri, model, _ = registry
     target = tmp_path / "scored-ray.parquet"
     result = score_file("adult/1", rows, target, tracking_uri=uri, engine="ray", chunk_rows=4000, keep=["age"])

@@ -14,7 +14,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,10 +25,16 @@ from mlflow.types import DataType
 from pydantic import BaseModel
 from sklearn.pipeline import Pipeline
 
-from govml.compute.batch_io import DEFAULT_CHUNK_ROWS, Engine, chunk_writer, csv_convert_options, file_format, read_chunks
+from govml.compute.batch_io import (
+    DEFAULT_CHUNK_ROWS,
+    Engine,
+    chunk_writer,
+    csv_convert_options,
+    file_format,
+    read_chunks,
+)
 from govml.compute.ray_session import cluster_cpus, ray_connection
 from govml.errors import DataError, GovmlError
-
 
 _ARROW_TYPES: dict[DataType, pa.DataType] = {
     DataType.long: pa.int64(), DataType.integer: pa.int32(), DataType.double: pa.float64(),
