@@ -12,7 +12,6 @@ from pathlib import Path
 
 import lightgbm as lgb
 import mlflow
-import numpy as np
 import optuna
 import pandas as pd
 from mlflow.models import infer_signature

@@ -29,7 +29,9 @@ def german_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
     mp = pytest.MonkeyPatch()
     mp.setenv("GOVML_HOME", str(tmp / "home"))
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'home' / 'mlflow.db'}")
-    path = write_pipeline(tmp, "german-credit", training={"model": "random_forest", "params": {"n_estimators": 60}, **FAST_SEARCH})
+    path = write_pipeline(
+        tmp, "german-credit", training={"model": "random_forest", "params": {"n_estimators": 60}, **FAST_SEARCH}
+    )
     events: list[tuple[str, str]] = []
     record = run_pipeline(path, progress=lambda stage, event: events.append((stage, event)))
     yield record, MlflowClient(default_tracking_uri()), events
@@ -55,7 +57,12 @@ def test_run_registers_a_candidate_with_metadata(german_run) -> None:  # type: i
 def test_run_beats_baselines_and_records_every_stage(german_run) -> None:  # type: ignore[no-untyped-def]
     record, _, events = german_run
     assert [s.name for s in record.stages] == [
-        "data", "features", "training", "evaluation", "responsible_ai", "registration"
+        "data",
+        "features",
+        "training",
+        "evaluation",
+        "responsible_ai",
+        "registration",
     ]
     assert all(s.status == "ok" for s in record.stages)
     evaluation = record.evaluation
@@ -133,8 +140,12 @@ def test_registration_failure_leaves_no_version(govml_home: Path) -> None:
     run = client.create_run(exp)
     with pytest.raises(mlflow.exceptions.MlflowException):
         register_model(
-            client, "m", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
-            tags={"govml.ok": "1", "x" * 1000: "key too long"}, aliases=["candidate"],
+            client,
+            "m",
+            source=f"{run.info.artifact_uri}/model",
+            run_id=run.info.run_id,
+            tags={"govml.ok": "1", "x" * 1000: "key too long"},
+            aliases=["candidate"],
         )
     assert client.search_model_versions("name='m'") == []
 

@@ -49,8 +49,13 @@ def run(
     config = load_config(pipeline)
     _quiet_third_party()
     with Progress(
-        SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(), console=err_console, disable=quiet, transient=False,
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=False,
     ) as bar:
         tasks: dict[str, int] = {}
 
@@ -108,7 +113,9 @@ def print_summary(record: RunRecord) -> None:
         for name, metric in e.metrics.items():
             ci = f"[{metric.ci_low:.4f}, {metric.ci_high:.4f}]" if metric.ci_low is not None else ""
             style = "bold" if name == e.primary_metric else None
-            table.add_row(name, f"{metric.value:.4f}", ci, *(f"{b.metrics[name]:.4f}" for b in e.baselines), style=style)
+            table.add_row(
+                name, f"{metric.value:.4f}", ci, *(f"{b.metrics[name]:.4f}" for b in e.baselines), style=style
+            )
         console.print(table)
         console.print(f"Improvement over {e.best_baseline} on {e.primary_metric}: {e.improvement_pct:+.2f}%")
     _print_responsible_ai(record)
@@ -141,9 +148,14 @@ def _print_responsible_ai(record: RunRecord) -> None:
         for item in report.attributes:
             table.add_row(
                 item.attribute,
-                *(f"{v:.3f}" if v is not None else "–" for v in (
-                    item.demographic_parity_difference, item.demographic_parity_ratio, item.equalized_odds_difference
-                )),
+                *(
+                    f"{v:.3f}" if v is not None else "–"
+                    for v in (
+                        item.demographic_parity_difference,
+                        item.demographic_parity_ratio,
+                        item.equalized_odds_difference,
+                    )
+                ),
                 {"pass": "[green]pass", "fail": "[red]fail"}.get(item.status, item.status),
             )
         console.print(table)
@@ -154,7 +166,8 @@ def _print_responsible_ai(record: RunRecord) -> None:
             f"among {len(m.candidates)} candidates ({m.duration_s:.1f}s)"
         )
     if record.explanations is not None:
-        console.print(f"Explanations ({record.explanations.explainer}): top features {', '.join(record.explanations.top_features)}")
+        top = ", ".join(record.explanations.top_features)
+        console.print(f"Explanations ({record.explanations.explainer}): top features {top}")
     if record.privacy is not None and record.privacy.membership_inference is not None:
         mi = record.privacy.membership_inference
         console.print(

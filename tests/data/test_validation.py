@@ -87,7 +87,9 @@ def test_task_inference_and_target_encoding() -> None:
     assert infer_task(pd.Series(["a", "b"]), "auto") == "classification"
     assert infer_task(pd.Series([0, 1, 1]), "auto") == "classification"
     assert infer_task(pd.Series(np.linspace(0, 1, 100)), "auto") == "regression"
-    y, classes = encode_target(pd.Series([">50K", "<=50K", ">50K"]), task="classification", positive_class=">50K", source="s")
+    y, classes = encode_target(
+        pd.Series([">50K", "<=50K", ">50K"]), task="classification", positive_class=">50K", source="s"
+    )
     assert classes == ["<=50K", ">50K"] and list(y) == [1, 0, 1]
     with pytest.raises(DataError, match="positive_class 'yes'"):
         encode_target(pd.Series(["a", "b"]), task="classification", positive_class="yes", source="s")

@@ -33,9 +33,7 @@ def test_single_attribute_matches_fairlearn(adult_predictions) -> None:
     assert sex.demographic_parity_difference == pytest.approx(
         demographic_parity_difference(y, pred, sensitive_features=X["sex"])
     )
-    assert sex.demographic_parity_ratio == pytest.approx(
-        demographic_parity_ratio(y, pred, sensitive_features=X["sex"])
-    )
+    assert sex.demographic_parity_ratio == pytest.approx(demographic_parity_ratio(y, pred, sensitive_features=X["sex"]))
     assert sex.equalized_odds_difference == pytest.approx(
         equalized_odds_difference(y, pred, sensitive_features=X["sex"])
     )
@@ -54,8 +52,7 @@ def test_single_attribute_matches_fairlearn(adult_predictions) -> None:
 
 def test_intersection_flags_small_groups_and_excludes_them(adult_predictions) -> None:
     X, y, pred = adult_predictions
-    report = assess_fairness(y, pred, X[["sex", "race"]], min_group_size=30, dp_difference_max=1.0,
-                             dp_ratio_min=None)
+    report = assess_fairness(y, pred, X[["sex", "race"]], min_group_size=30, dp_difference_max=1.0, dp_ratio_min=None)
     inter = report.attribute("sex x race")
     assert inter.intersection and inter.columns == ["sex", "race"]
     small = [g for g in inter.groups if g.small]
@@ -67,8 +64,9 @@ def test_intersection_flags_small_groups_and_excludes_them(adult_predictions) ->
     assert inter.demographic_parity_difference == pytest.approx(max(kept) - min(kept))
     # Intersections are reported but gate only when asked.
     assert report.passed
-    strict = assess_fairness(y, pred, X[["sex", "race"]], dp_difference_max=0.05, dp_ratio_min=None,
-                             gate_on_intersections=True)
+    strict = assess_fairness(
+        y, pred, X[["sex", "race"]], dp_difference_max=0.05, dp_ratio_min=None, gate_on_intersections=True
+    )
     assert any(f.startswith("sex x race") for f in strict.failures)
 
 
@@ -76,8 +74,7 @@ def test_thresholds_decide_pass_and_fail(adult_predictions) -> None:
     X, y, pred = adult_predictions
     lenient = assess_fairness(y, pred, X[["sex"]], dp_difference_max=0.9, dp_ratio_min=0.0)
     assert lenient.passed and lenient.attribute("sex").status == "pass"
-    eo = assess_fairness(y, pred, X[["sex"]], dp_difference_max=None, dp_ratio_min=None,
-                         eo_difference_max=0.01)
+    eo = assess_fairness(y, pred, X[["sex"]], dp_difference_max=None, dp_ratio_min=None, eo_difference_max=0.01)
     assert not eo.passed and "equalized odds" in eo.failures[0]
 
 
@@ -95,7 +92,9 @@ def test_german_credit_bins_age_and_marks_unassessable_attributes() -> None:
     assert any("foreign_worker: not assessable" in n for n in report.notes)
     assert {a.attribute for a in report.attributes} >= {"sex x age", "sex x foreign_worker", "age x foreign_worker"}
     summary = report.summary_metrics()
-    assert "sex.demographic_parity_difference" in summary and "foreign_worker.demographic_parity_difference" not in summary
+    assert (
+        "sex.demographic_parity_difference" in summary and "foreign_worker.demographic_parity_difference" not in summary
+    )
     again = FairnessReport.model_validate_json(report.model_dump_json())
     assert again == report
 

@@ -41,7 +41,9 @@ class ModelSpec(Protocol):
         ...
 
 
-def _no_fit_kwargs(trial: optuna.Trial | None, eval_set: tuple[Any, Any], metric: str, task: TaskKind) -> dict[str, Any]:
+def _no_fit_kwargs(
+    trial: optuna.Trial | None, eval_set: tuple[Any, Any], metric: str, task: TaskKind
+) -> dict[str, Any]:
     return {}
 
 
@@ -168,8 +170,14 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def build_for_trial(
-    spec: ModelSpec, task: TaskKind, params: dict[str, Any], *, seed: int, n_classes: int,
-    trial: optuna.Trial | None, metric: str,
+    spec: ModelSpec,
+    task: TaskKind,
+    params: dict[str, Any],
+    *,
+    seed: int,
+    n_classes: int,
+    trial: optuna.Trial | None,
+    metric: str,
 ) -> BaseEstimator:
     """Build the estimator of a trial, with XGBoost's constructor-side pruning callback."""
     estimator = spec.build(task, params, seed=seed, n_classes=n_classes)
@@ -179,7 +187,9 @@ def build_for_trial(
         xgb_metric = {"roc_auc": "auc", "rmse": "rmse", "mae": "mae"}.get(
             metric, "logloss" if task == "classification" else "rmse"
         )
-        estimator.set_params(eval_metric=xgb_metric, callbacks=[XGBoostPruningCallback(trial, f"validation_0-{xgb_metric}")])
+        estimator.set_params(
+            eval_metric=xgb_metric, callbacks=[XGBoostPruningCallback(trial, f"validation_0-{xgb_metric}")]
+        )
     return estimator
 
 
