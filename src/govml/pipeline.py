@@ -23,6 +23,8 @@ from sklearn.pipeline import Pipeline
 import govml
 from govml import responsible_ai as rai_stage
 from govml.carbon import CarbonMeter
+from govml.compute.distributed_eval import RayEvaluation, evaluation_executor
+from govml.compute.ray_session import compute_session
 from govml.compute.trials import trial_executor
 from govml.config import PipelineConfig, load_config
 from govml.data.prepare import PreparedData, prepare_data
@@ -273,6 +275,11 @@ def _evaluation_stage(ctx: _Context) -> None:
 
 def _responsible_ai_stage(ctx: _Context) -> None:
     """Fairness (and mitigation when it fails), explanations and membership-inference risk."""
+    with evaluation_executor(ctx.config.compute) as evaluator:  # Ray tasks with compute.engine: ray
+        _responsible_ai(ctx, evaluator)
+
+
+def _responsible_ai(ctx: _Context, evaluator: RayEvaluation | None) -> None:
     assert ctx.data is not None and ctx.model is not None and ctx.test_scores is not None
     config, data, record = ctx.config, ctx.data, ctx.record
     rai = config.responsible_ai
@@ -281,23 +288,26 @@ def _responsible_ai_stage(ctx: _Context) -> None:
     rai_stage.check_sensitive_columns(config, data)
     if rai_stage.fairness_applies(config, data):
         report = rai_stage.assess_group_fairness(
-            rai, data, ctx.test_scores.argmax(axis=1), plot_path=plots / "fairness_selection_rates.png"
+            rai, data, ctx.test_scores.argmax(axis=1), plot_path=plots / "fairness_selection_rates.png",
+            evaluator=evaluator,
         )
         record.fairness = report
         verdict = "passed" if report.passed else "failed: " + "; ".join(report.failures)
         ctx.progress("responsible_ai", f"fairness {verdict}")
         if not report.passed and rai.mitigation.enabled:
-            _mitigate(ctx, report, plots)
+            _mitigate(ctx, report, plots, evaluator)
     if rai.explanations.enabled:
         ctx.progress("responsible_ai", "explaining")
-        record.explanations = rai_stage.explain(rai, data, ctx.model, out_dir=plots, seed=config.data.seed)
+        record.explanations = rai_stage.explain(
+            rai, data, ctx.model, out_dir=plots, seed=config.data.seed, evaluator=evaluator
+        )
     ctx.progress("responsible_ai", "membership inference")
     risk = rai_stage.membership_risk(rai, data, ctx.model, seed=config.data.seed)
     record.privacy = (record.privacy or PrivacyResult()).model_copy(update={"membership_inference": risk})
     ctx.plots.update({path.stem: path for path in sorted(plots.glob("*.png"))})
 
 
-def _mitigate(ctx: _Context, report: FairnessReport, plots: Path) -> None:
+def _mitigate(ctx: _Context, report: FairnessReport, plots: Path, evaluator: RayEvaluation | None) -> None:
     """Replace the model by the chosen mitigated candidate and re-evaluate it on test."""
     assert ctx.data is not None and ctx.model is not None and ctx.record.evaluation is not None
     record, rai = ctx.record, ctx.config.responsible_ai
@@ -314,7 +324,8 @@ def _mitigate(ctx: _Context, report: FairnessReport, plots: Path) -> None:
     record.fairness_before_mitigation = report
     assert ctx.test_scores is not None
     record.fairness = rai_stage.assess_group_fairness(
-        rai, ctx.data, ctx.test_scores.argmax(axis=1), plot_path=plots / "fairness_selection_rates_mitigated.png"
+        rai, ctx.data, ctx.test_scores.argmax(axis=1), plot_path=plots / "fairness_selection_rates_mitigated.png",
+        evaluator=evaluator,
     )
 
 
@@ -443,12 +454,13 @@ def run_pipeline(
                         progress("data", f"personal data: {warning}")
             with _stage(ctx, "features"):
                 _features_stage(ctx)
-            with _stage(ctx, "training") as handle:
-                _training_stage(ctx, handle)
-            with _stage(ctx, "evaluation"):
-                _evaluation_stage(ctx)
-            with _stage(ctx, "responsible_ai"):
-                _responsible_ai_stage(ctx)
+            with compute_session(config.compute):  # one Ray, if any, for the trials and the evaluation
+                with _stage(ctx, "training") as handle:
+                    _training_stage(ctx, handle)
+                with _stage(ctx, "evaluation"):
+                    _evaluation_stage(ctx)
+                with _stage(ctx, "responsible_ai"):
+                    _responsible_ai_stage(ctx)
             meter.stop()
             record.carbon = meter.result()
             record.compliance = rai_stage.assess_compliance(config, record)

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.pipeline import Pipeline
 
 from govml.config import PipelineConfig, ResponsibleAIConfig
 from govml.data.prepare import PreparedData
-from govml.evaluation.explanations import ExplanationReport, explain_model
-from govml.evaluation.fairness import FairnessReport, assess_fairness, plot_selection_rates
+from govml.evaluation.explanations import ExplanationReport, RowExplainer, explain_model
+from govml.evaluation.fairness import FairnessReport, assess_fairness, metric_frame_tables, plot_selection_rates
 from govml.evaluation.privacy import PiiScanReport, PrivacyRiskReport, membership_inference_risk, scan_personal_data
 from govml.governance.compliance import ComplianceEvidence, ComplianceReport, score_compliance
 from govml.mitigation.fairness import MitigationResult, mitigate
 from govml.record import RunRecord
+
+if TYPE_CHECKING:
+    from govml.compute.distributed_eval import RayEvaluation
 
 
 def fairness_applies(config: PipelineConfig, data: PreparedData) -> bool:
@@ -39,10 +43,17 @@ def check_sensitive_columns(config: PipelineConfig, data: PreparedData) -> None:
         )
 
 
+def _split_notes(evaluator: RayEvaluation | None, since: int) -> list[str]:
+    return [run.describe() for run in evaluator.runs[since:]] if evaluator is not None else []
+
+
 def assess_group_fairness(
-    rai: ResponsibleAIConfig, data: PreparedData, predictions: np.ndarray, *, plot_path: Path | None
+    rai: ResponsibleAIConfig, data: PreparedData, predictions: np.ndarray, *, plot_path: Path | None,
+    evaluator: RayEvaluation | None = None,
 ) -> FairnessReport:
+    """Fairness on the test split; ``evaluator`` (compute.engine: ray) counts the groups in Ray tasks."""
     fairness = rai.fairness
+    since = len(evaluator.runs) if evaluator is not None else 0
     report = assess_fairness(
         data.test.y,
         predictions,
@@ -51,7 +62,10 @@ def assess_group_fairness(
         dp_difference_max=fairness.demographic_parity_difference_max,
         dp_ratio_min=fairness.demographic_parity_ratio_min,
         eo_difference_max=fairness.equalized_odds_difference_max,
+        group_tables=evaluator.group_tables if evaluator is not None else metric_frame_tables,
     )
+    if notes := _split_notes(evaluator, since):
+        report = report.model_copy(update={"notes": [*report.notes, *notes]})
     if plot_path is not None:
         plot_selection_rates(report, plot_path)
         report = report.model_copy(update={"plot": str(plot_path)})
@@ -90,15 +104,24 @@ def mitigate_bias(
     return MitigationOutcome(result=result, model=result.model if result.chosen else None)
 
 
-def explain(rai: ResponsibleAIConfig, data: PreparedData, model: Pipeline, *, out_dir: Path, seed: int) -> ExplanationReport:
-    return explain_model(
+def explain(
+    rai: ResponsibleAIConfig, data: PreparedData, model: Pipeline, *, out_dir: Path, seed: int,
+    evaluator: RayEvaluation | None = None,
+) -> ExplanationReport:
+    """SHAP on a sample of the test split; ``evaluator`` (compute.engine: ray) splits the rows into Ray tasks."""
+    since = len(evaluator.runs) if evaluator is not None else 0
+    report = explain_model(
         model,
         data.test.X,
         max_rows=rai.explanations.sample_size,
         top_features=rai.explanations.top_features,
         out_dir=out_dir,
         seed=seed,
+        explain_rows=evaluator.explain_rows if evaluator is not None else RowExplainer.explain,
     )
+    if notes := _split_notes(evaluator, since):
+        report = report.model_copy(update={"notes": [*report.notes, *notes]})
+    return report
 
 
 def membership_risk(rai: ResponsibleAIConfig, data: PreparedData, model: Pipeline, *, seed: int) -> PrivacyRiskReport:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
+from govml.config import ComputeConfig
 from govml.errors import ConfigError, GovmlError
 
 
@@ -60,3 +61,13 @@ def ray_connection(*, address: str | None = None, num_cpus: int | None = None) -
 def cluster_cpus(ray: ModuleType) -> int:
     """The CPUs the connected cluster offers (at least one)."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+@contextmanager
+def compute_session(config: ComputeConfig) -> Iterator[None]:
+    """Hold one Ray connection over several stages (the trials, then the evaluation); nothing for ``local``."""
+    if config.engine == "local":
+        yield
+        return
+    with ray_connection(address=config.address, num_cpus=config.num_cpus):
+        yield

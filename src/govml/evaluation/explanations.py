@@ -11,6 +11,7 @@ explainer the serving layer calls on each request.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +217,14 @@ class RowExplainer:
         self._model = model
         self.explained_model = explained_model
         self.notes = notes
+        self._recipe: tuple[Any, pd.DataFrame] | None = None  # what build_row_explainer built it from
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # shap's explainers do not all pickle (KernelExplainer holds Cython state): a copy sent to
+        # another process, a Ray task, is rebuilt there from the model and background rows instead.
+        if self._recipe is None:
+            return super().__reduce_ex__(protocol)
+        return _rebuilt_row_explainer, (*self._recipe, list(self.notes))
 
     def explain(self, X: pd.DataFrame) -> RowExplanations:
         """SHAP values per raw column for each row of ``X`` (raw feature frame)."""
@@ -239,6 +248,11 @@ class RowExplainer:
         )
 
 
+ExplainRows = Callable[[RowExplainer, pd.DataFrame], RowExplanations]
+"""Computes an explainer's :class:`RowExplanations` of some rows, in row order; any split of
+the rows must give what :meth:`RowExplainer.explain` gives on all of them."""
+
+
 def _tree_output(explainer: Any) -> Output:
     tree_output = getattr(getattr(explainer, "model", None), "tree_output", None)
     if tree_output == "log_odds":
@@ -257,6 +271,18 @@ def build_row_explainer(model_pipeline: Any, background: pd.DataFrame) -> RowExp
     """
     if not isinstance(background, pd.DataFrame) or len(background) == 0:
         raise DataError("build_row_explainer needs a non-empty background DataFrame of raw features")
+    explainer = _build_row_explainer(model_pipeline, background)
+    explainer._recipe = (model_pipeline, background)
+    return explainer
+
+
+def _rebuilt_row_explainer(model_pipeline: Any, background: pd.DataFrame, notes: list[str]) -> RowExplainer:
+    explainer = build_row_explainer(model_pipeline, background)  # deterministic: the same explainer
+    explainer.notes = notes
+    return explainer
+
+
+def _build_row_explainer(model_pipeline: Any, background: pd.DataFrame) -> RowExplainer:
     pipeline, notes = unwrap_model(model_pipeline)
     steps = getattr(pipeline, "named_steps", {})
     preprocess = steps.get("preprocess")
@@ -309,17 +335,26 @@ def _kernel_explainer(pipeline: Any, background: pd.DataFrame, notes: list[str])
     n_samples = 2 * len(columns) + _KERNEL_EXTRA_SAMPLES
 
     def explain_raw(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        values = explainer.shap_values(codec.encode(rows), nsamples=n_samples, l1_reg=False, silent=True)
-        values = np.stack(values, axis=-1) if isinstance(values, list) else np.asarray(values)
-        return values, np.asarray(explainer.expected_value)
+        # Kernel SHAP samples coalitions from numpy's global RNG. Seeding it per row from the
+        # row's values gives a row the same attributions in any batch, process or Ray task.
+        state = np.random.get_state()
+        try:
+            per_row = []
+            for row in codec.encode(rows):
+                np.random.seed(zlib.crc32(row.tobytes()))
+                values = explainer.shap_values(row[None, :], nsamples=n_samples, l1_reg=False, silent=True)
+                per_row.append(np.stack(values, axis=-1) if isinstance(values, list) else np.asarray(values))
+        finally:
+            np.random.set_state(state)
+        return np.concatenate(per_row), np.asarray(explainer.expected_value)
 
     estimator = pipeline.steps[-1][1] if isinstance(pipeline, Pipeline) else pipeline
     return RowExplainer(
         "kernel", explain_raw, feature_names=columns,
         output="probability" if classifier else "raw", model=pipeline,
         explained_model=type(estimator).__name__,
-        notes=[*notes, f"sampled Kernel SHAP on raw columns ({n_samples} coalitions per row, "
-                       f"{len(sample)} background rows)"],
+        notes=[*notes, f"sampled Kernel SHAP on raw columns ({n_samples} coalitions per row, seeded from the "
+                       f"row's values; {len(sample)} background rows)"],
     )
 
 
@@ -373,11 +408,13 @@ def explain_model(
     top_features: int = 5,
     out_dir: Path | None = None,
     seed: int = 0,
+    explain_rows: ExplainRows = RowExplainer.explain,
 ) -> ExplanationReport:
     """Global SHAP importance per raw column on a sample of ``X``, plus PNG plots in ``out_dir``.
 
     Writes ``shap_importance.png`` and ``shap_dependence_<feature>.png`` for the top
-    features when ``out_dir`` is given.
+    features when ``out_dir`` is given. ``explain_rows`` computes the sample's SHAP values:
+    in process by default, or split across workers (``govml.compute.distributed_eval``).
     """
     started = time.perf_counter()
     if not isinstance(X, pd.DataFrame) or len(X) == 0:
@@ -390,7 +427,7 @@ def explain_model(
         # Each row costs hundreds of model calls: a smaller sample keeps the stage affordable.
         sample = sample.sample(_KERNEL_MAX_ROWS, random_state=seed)
         row_explainer.notes.append(f"global importance from {_KERNEL_MAX_ROWS} sampled rows")
-    explained = row_explainer.explain(sample)
+    explained = explain_rows(row_explainer, sample)
     mean_abs = np.abs(explained.values).mean(axis=0)
     order = np.argsort(-mean_abs)
     importance = [

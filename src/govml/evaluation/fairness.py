@@ -10,7 +10,7 @@ would otherwise dominate with noise; the report says which groups were left out.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -201,17 +201,19 @@ def _check(
     return ("fail" if failures else "pass"), failures
 
 
-def assess_attribute(
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    groups: pd.DataFrame,
-    thresholds: FairnessThresholds,
-    *,
-    binned: str | None = None,
-) -> AttributeFairness:
-    """MetricFrame over the columns of ``groups`` (labels already made by :func:`group_labels`)."""
+GroupTables = Callable[[np.ndarray, np.ndarray, list[pd.DataFrame]], list[pd.DataFrame]]
+"""Per-group tables for several groupings of the same rows, one table per grouping.
+
+A table has the columns ``selection_rate``, ``accuracy``, ``true_positive_rate``,
+``false_positive_rate`` and ``count``, one row per non-empty group in MetricFrame's order,
+indexed by the group label (intersections joined with ``" x "``). :func:`metric_frame_tables`
+computes them in process; ``govml.compute.distributed_eval`` sums counts in Ray tasks.
+"""
+
+
+def group_table(y_true: np.ndarray, y_pred: np.ndarray, groups: pd.DataFrame) -> pd.DataFrame:
+    """MetricFrame's per-group metrics and the group sizes over the columns of ``groups``."""
     columns = list(groups.columns)
-    name = INTERSECTION_SEPARATOR.join(columns)
     frame = MetricFrame(
         metrics=_GROUP_METRICS,
         y_true=y_true,
@@ -226,6 +228,31 @@ def assess_attribute(
         table.index = [INTERSECTION_SEPARATOR.join(map(str, key)) for key in table.index]
     else:
         table.index = [str(key) for key in table.index]
+    return table
+
+
+def metric_frame_tables(y_true: np.ndarray, y_pred: np.ndarray, groupings: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """The in-process :data:`GroupTables`: one MetricFrame per grouping."""
+    return [group_table(y_true, y_pred, groups) for groups in groupings]
+
+
+def assess_attribute(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    groups: pd.DataFrame,
+    thresholds: FairnessThresholds,
+    *,
+    binned: str | None = None,
+) -> AttributeFairness:
+    """MetricFrame over the columns of ``groups`` (labels already made by :func:`group_labels`)."""
+    return attribute_from_table(group_table(y_true, y_pred, groups), list(groups.columns), thresholds, binned=binned)
+
+
+def attribute_from_table(
+    table: pd.DataFrame, columns: list[str], thresholds: FairnessThresholds, *, binned: str | None = None
+) -> AttributeFairness:
+    """Small-group flags, disparities and the verdict from one :data:`GroupTables` table."""
+    name = INTERSECTION_SEPARATOR.join(columns)
     small = table["count"] < thresholds.min_group_size
     group_rows = [
         GroupMetrics(
@@ -293,6 +320,12 @@ def demographic_parity_difference(
     return float(rates["mean"].max() - rates["mean"].min()) if len(rates) >= 2 else None
 
 
+def _binned(columns: list[str], binning: dict[str, str | None]) -> str | None:
+    if len(columns) == 1:
+        return binning[columns[0]]
+    return "; ".join(f"{c}: {binning[c]}" for c in columns if binning[c]) or None
+
+
 def assess_fairness(
     y_true: Sequence[int] | np.ndarray | pd.Series,
     y_pred: Sequence[int] | np.ndarray | pd.Series,
@@ -304,13 +337,15 @@ def assess_fairness(
     eo_difference_max: float | None = None,
     intersections: bool = True,
     gate_on_intersections: bool = False,
+    group_tables: GroupTables = metric_frame_tables,
 ) -> FairnessReport:
     """Per-group metrics and disparities for each sensitive column and each pair of them.
 
     ``y_true`` and ``y_pred`` are 0/1 labels (1 = positive class); ``sensitive`` holds the
     sensitive columns, row-aligned with them. The report passes when every single
     attribute that can be assessed meets the thresholds (intersections too when
-    ``gate_on_intersections``); intersections are always reported.
+    ``gate_on_intersections``); intersections are always reported. ``group_tables``
+    computes the per-group tables: in process by default, or split across workers.
     """
     if not isinstance(sensitive, pd.DataFrame) or sensitive.shape[1] == 0:
         raise DataError("assess_fairness needs a DataFrame with at least one sensitive column")
@@ -330,15 +365,14 @@ def assess_fairness(
     for column in sensitive.columns:
         labelled[column], binning[column] = group_labels(sensitive[column].reset_index(drop=True))
 
-    attributes = [
-        assess_attribute(truth, pred, pd.DataFrame({c: labelled[c]}), thresholds, binned=binning[c])
-        for c in sensitive.columns
-    ]
+    groupings = [[c] for c in sensitive.columns]
     if intersections:
-        for pair in itertools.combinations(sensitive.columns, 2):
-            binned = "; ".join(f"{c}: {binning[c]}" for c in pair if binning[c]) or None
-            frame = pd.DataFrame({c: labelled[c] for c in pair})
-            attributes.append(assess_attribute(truth, pred, frame, thresholds, binned=binned))
+        groupings += [list(pair) for pair in itertools.combinations(sensitive.columns, 2)]
+    tables = group_tables(truth, pred, [pd.DataFrame({c: labelled[c] for c in cols}) for cols in groupings])
+    attributes = [
+        attribute_from_table(table, cols, thresholds, binned=_binned(cols, binning))
+        for table, cols in zip(tables, groupings, strict=True)
+    ]
 
     gating = [a for a in attributes if gate_on_intersections or not a.intersection]
     failures = [f for a in gating for f in a.failures]
