@@ -106,7 +106,9 @@ def test_v2_protocol(server: RunningServer, sample: pd.DataFrame, adult_pipeline
     assert _post(server, "/v2/models/other/infer", {"inputs": inputs}).status_code == 404
 
 
-def test_explain_sums_to_the_model_margin(server: RunningServer, sample: pd.DataFrame, adult_pipeline: Pipeline) -> None:
+def test_explain_sums_to_the_model_margin(
+    server: RunningServer, sample: pd.DataFrame, adult_pipeline: Pipeline
+) -> None:
     response = _post(server, "/explain", {"dataframe_split": _split(sample.head(5))})
     assert response.status_code == 200, response.text
     body = response.json()

@@ -85,7 +85,8 @@ def data(adult: AdultData) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
 @pytest.mark.parametrize("handle_unknown", ["infrequent_if_exist", "ignore"])
 def test_compiled_probabilities_match_the_pipeline(data, estimator, handle_unknown: str) -> None:  # type: ignore[no-untyped-def]
     train, y, test = data
-    pipeline = Pipeline([("preprocess", _preprocessor(handle_unknown=handle_unknown)), ("model", estimator)]).fit(train, y)
+    preprocess = _preprocessor(handle_unknown=handle_unknown)
+    pipeline = Pipeline([("preprocess", preprocess), ("model", estimator)]).fit(train, y)
     compiled = CompiledModel(pipeline)
     X = compiled.preprocessor.transform(_typed_columns(test))
     assert np.array_equal(X, pipeline[0].transform(test))
@@ -159,3 +160,27 @@ def test_predictor_verifies_on_probe_rows(loaded: LoadedModel) -> None:
     probe = predictor.probe_frame()
     assert len(probe) > 100
     assert (probe["native_country"] == "__unseen__").any()  # unseen categories are exercised
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [lgb.LGBMClassifier(n_estimators=40, verbose=-1, n_jobs=1), lgb.LGBMRegressor(n_estimators=40, verbose=-1)],
+    ids=["classifier", "regressor"],
+)
+def test_one_row_requests_match_the_pipeline(data, estimator) -> None:  # type: ignore[no-untyped-def]
+    """A row scored alone takes the small-batch preprocessing and LightGBM's one-row C call: same bits."""
+    train, y, test = data
+    pipeline = Pipeline([("preprocess", _preprocessor()), ("model", estimator)]).fit(train, y)
+    compiled = CompiledModel(pipeline)
+    assert compiled.single_row is not None
+    columns = _typed_columns(test.head(80))  # includes unseen categories and missing values
+    batch = compiled.preprocessor.transform(columns)
+    for i in range(80):
+        row = compiled.preprocessor.transform({k: v[i : i + 1] for k, v in columns.items()})
+        assert np.array_equal(row, batch[i : i + 1])
+        if hasattr(estimator, "predict_proba"):
+            proba = compiled.predict_proba(row)
+            assert np.array_equal(proba, pipeline.predict_proba(test.iloc[i : i + 1]))
+            assert np.array_equal(compiled.predict(row, proba), pipeline.predict(test.iloc[i : i + 1]))
+        else:
+            assert np.array_equal(compiled.predict(row, None), pipeline.predict(test.iloc[i : i + 1]))

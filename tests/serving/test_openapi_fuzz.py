@@ -31,9 +31,12 @@ def test_no_server_errors(server: RunningServer) -> None:
             )
             def run(case) -> None:  # type: ignore[no-untyped-def]
                 response = case.call(base_url=server.url, timeout=30)
-                statuses.setdefault(f"{case.method} {operation.path}", set()).add(response.status_code)
+                path = operation.path  # noqa: B023 (run is called below, in this same iteration)
+                statuses.setdefault(f"{case.method} {path}", set()).add(response.status_code)
                 if response.status_code >= 500:
-                    failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}")
+                    failures.append(
+                        f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}"
+                    )
 
             try:
                 run()

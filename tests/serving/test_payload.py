@@ -42,6 +42,7 @@ def test_matrix_tensor_errors_name_what_to_change() -> None:
 
 
 def test_column_tensors_still_parse_and_win_over_the_matrix_reading() -> None:
-    body = json.dumps({"inputs": [{"name": "sepal_length", "shape": [2, 1], "datatype": "FP64", "data": [[1.0], [2.0]]}]})
+    tensor = {"name": "sepal_length", "shape": [2, 1], "datatype": "FP64", "data": [[1.0], [2.0]]}
+    body = json.dumps({"inputs": [tensor]})
     request = parse_v2_infer(body.encode(), COLUMNS)
     assert request.batch.columns == {"sepal_length": [1.0, 2.0]}

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from govml.errors import ConfigError
+from govml.storage import parse_storage_url
 
 PolicyAction = Literal["block", "redact", "flag"]
 API_KEYS_ENV = "GOVML_API_KEYS"
@@ -188,6 +189,11 @@ class GatewayConfig(_Section):
     limits: LimitsConfig = LimitsConfig()
     request_log: RequestLogConfig = RequestLogConfig()
     carbon: CarbonConfig = CarbonConfig()
+    storage_url: str | None = Field(
+        default=None,
+        description="postgresql://user@host:5432/db for the cache entries and the request log, shared by"
+        " replicas; default: SQLite files under $GOVML_HOME/llm",
+    )
 
     @model_validator(mode="after")
     def _routes_name_known_backends(self) -> GatewayConfig:
@@ -278,8 +284,16 @@ def parse_gateway_config(raw: object, *, source: Path, base: Path | None = None)
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
+    storage = None
+    if config.storage_url is not None:
+        try:
+            storage = parse_storage_url(config.storage_url)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: invalid gateway configuration\n  - storage_url: {exc}") from None
     if base is None:
         return config
+    if storage is not None and storage.dialect == "sqlite" and not Path(storage.location).is_absolute():
+        config = config.model_copy(update={"storage_url": f"sqlite:///{(base / storage.location).resolve()}"})
     backends = {
         name: b.model_copy(update={"model_file": (base / b.model_file).resolve()})
         if isinstance(b, LocalBackendConfig) and b.model_file and not b.model_file.is_absolute()

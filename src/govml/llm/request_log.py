@@ -1,4 +1,4 @@
-"""The gateway's request log: one SQLite row per request, written off the request path.
+"""The gateway's request log: one row per request (SQLite or PostgreSQL), written off the request path.
 
 Handlers put a :class:`RequestRecord` on a bounded queue and return; one writer thread
 drains it in batches (one transaction per batch). Prompts and answers are stored as
@@ -11,17 +11,18 @@ import hashlib
 import json
 import logging
 import queue
-import sqlite3
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from govml.storage import Database, StorageError, StorageTarget, parse_storage_url
 
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
+    created {real} NOT NULL,
     tenant TEXT NOT NULL,
     model TEXT NOT NULL,
     backend TEXT,
@@ -29,9 +30,9 @@ CREATE TABLE IF NOT EXISTS requests (
     outcome TEXT NOT NULL,
     stream INTEGER NOT NULL,
     cache_status TEXT,
-    cache_similarity REAL,
-    input_safety REAL,
-    output_safety REAL,
+    cache_similarity {real},
+    input_safety {real},
+    output_safety {real},
     categories TEXT NOT NULL,
     prompt_sha256 TEXT,
     answer_sha256 TEXT,
@@ -39,9 +40,9 @@ CREATE TABLE IF NOT EXISTS requests (
     answer_text TEXT,
     prompt_tokens INTEGER,
     completion_tokens INTEGER,
-    latency_ms REAL,
-    time_to_first_token_ms REAL,
-    carbon_g REAL
+    latency_ms {real},
+    time_to_first_token_ms {real},
+    carbon_g {real}
 )
 """
 _COLUMNS = (
@@ -69,8 +70,9 @@ _COLUMNS = (
     "carbon_g",
 )
 _INSERT = (
-    f"INSERT OR REPLACE INTO requests ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+    f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+    " ON CONFLICT (request_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])
 )
 _STOP = object()
 
@@ -116,26 +118,24 @@ class RequestRecord:
 
 
 class RequestLog:
-    """A batching SQLite writer on its own thread; ``write`` never blocks."""
+    """A batching writer (SQLite file or PostgreSQL URL) on its own thread; ``write`` never blocks."""
 
     def __init__(
         self,
-        path: Path,
+        target: StorageTarget | str | Path,
         *,
         store_text: bool = False,
         max_queue: int = 10_000,
         batch_size: int = 256,
         on_drop: object | None = None,
     ) -> None:
-        self.path = path
+        self.target = target if isinstance(target, StorageTarget) else parse_storage_url(target)
         self.store_text = store_text
         self._batch_size = batch_size
         self._on_drop = on_drop
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(path) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute(_SCHEMA)
+        self._db = Database(self.target)  # fails here, at start-up, when the database is unreachable
+        self._db.create([_SCHEMA])
         self._thread = threading.Thread(target=self._run, name="govml-request-log", daemon=True)
         self._thread.start()
 
@@ -150,7 +150,6 @@ class RequestLog:
         return True
 
     def _run(self) -> None:
-        connection = sqlite3.connect(self.path)
         try:
             while True:
                 item = self._queue.get()
@@ -168,18 +167,17 @@ class RequestLog:
                     else:
                         batch.append(item)  # type: ignore[arg-type]
                 if batch:
-                    self._flush(connection, batch)
+                    self._flush(batch)
                 if stop:
                     return
         finally:
-            connection.close()
+            self._db.close()
 
-    def _flush(self, connection: sqlite3.Connection, batch: list[RequestRecord]) -> None:
+    def _flush(self, batch: list[RequestRecord]) -> None:
         try:
-            with connection:
-                connection.executemany(_INSERT, [r.row(store_text=self.store_text) for r in batch])
-        except sqlite3.Error:
-            log.exception("could not write %d request-log records to %s", len(batch), self.path)
+            self._db.write_batch(_INSERT, [r.row(store_text=self.store_text) for r in batch])
+        except StorageError:
+            log.exception("could not write %d request-log records to %s", len(batch), self.target)
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued and stop the writer."""

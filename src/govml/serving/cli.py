@@ -31,6 +31,23 @@ def carbon_settings(country: str | None, cpu_watts: float | None, record: dict |
     return CarbonSettings(cpu_watts=watts, grid_g_per_kwh=grid_intensity_g_per_kwh(code), country_iso_code=code)
 
 
+LOG_URL_HELP = (
+    "Prediction log: postgresql://user@host:5432/db (shared by replicas) or sqlite:///file.db;"
+    " default: $GOVML_HOME/predictions.db."
+)
+
+
+def prediction_log_target(log_url: str | None) -> str | Path:
+    """The prediction log named by ``--log-url`` (checked, ConfigError when malformed), else the default file."""
+    from govml.paths import govml_home
+    from govml.storage import parse_storage_url
+
+    if log_url is None:
+        return govml_home() / "predictions.db"
+    parse_storage_url(log_url)
+    return log_url
+
+
 def api_keys_from_env() -> frozenset[str]:
     return frozenset(k.strip() for k in os.environ.get("GOVML_API_KEYS", "").split(",") if k.strip())
 
@@ -44,6 +61,7 @@ def serve(
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not log predictions.")] = False,
     country: Annotated[str | None, typer.Option(help="ISO alpha-3 country for grid intensity.")] = None,
     cpu_watts: Annotated[float | None, typer.Option(help="Power of one busy CPU core, W.")] = None,
+    log_url: Annotated[str | None, typer.Option(envvar="GOVML_PREDICTION_LOG_URL", help=LOG_URL_HELP)] = None,
 ) -> None:
     """Serve a registered model: MLflow scoring, Open Inference Protocol v2, /explain, /metrics."""
     import uvicorn
@@ -54,6 +72,7 @@ def serve(
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     keys = api_keys_from_env()
+    log_target = prediction_log_target(log_url)
     if host not in ("127.0.0.1", "localhost", "::1") and not keys:
         console.print(f"[yellow]warning:[/] binding {host} without GOVML_API_KEYS: anyone who reaches it can call it")
     loaded = load_model(model, tracking_uri=default_tracking_uri())
@@ -64,6 +83,7 @@ def serve(
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         max_rows=max_rows,
         log_predictions=not no_log,
+        prediction_log_url=None if isinstance(log_target, Path) else log_target,
     )
     app = create_app(loaded, settings)
     state = app.state.serving
@@ -117,22 +137,24 @@ def drift_table(report: DriftReport, title: str) -> Table:
 
 def monitor(
     model: Annotated[str, typer.Argument(help="NAME@ALIAS, NAME/VERSION, models:/... or runs:/RUN_ID/PATH.")],
-    batch: Annotated[Path | None, typer.Option(help="CSV or Parquet file to compare instead of logged traffic.")] = None,
+    batch: Annotated[Path | None, typer.Option(help="CSV or Parquet file to check instead of the log.")] = None,
     limit: Annotated[int, typer.Option(help="Most recent logged rows to use.")] = 100_000,
     psi_threshold: Annotated[float, typer.Option(help="PSI from which a numeric column counts as drifted.")] = 0.2,
     p_value: Annotated[float, typer.Option(help="Significance level of the KS and chi-squared tests.")] = 0.05,
     js_threshold: Annotated[float, typer.Option(help="Jensen-Shannon distance for categorical columns.")] = 0.1,
     max_share: Annotated[float, typer.Option(help="Exit 1 when the share of drifted columns exceeds this.")] = 0.0,
+    log_url: Annotated[str | None, typer.Option(envvar="GOVML_PREDICTION_LOG_URL", help=LOG_URL_HELP)] = None,
 ) -> None:
     """Print a drift report for a model's logged traffic (or a file); exit 1 when drift passes the threshold."""
     from mlflow import MlflowClient
 
     from govml.features.drift import compute_drift
-    from govml.paths import default_tracking_uri, govml_home
+    from govml.paths import default_tracking_uri
     from govml.serving.loading import resolve_model
     from govml.serving.monitoring import read_logged_inputs
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    log_target = prediction_log_target(log_url)
     tracking_uri = default_tracking_uri()
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     ref = resolve_model(model, client)
@@ -141,7 +163,7 @@ def monitor(
         frame = _read_batch(batch)
         source = str(batch)
     else:
-        frame = read_logged_inputs(govml_home() / "predictions.db", ref.name, limit=limit)
+        frame = read_logged_inputs(log_target, ref.name, limit=limit)
         source = f"{len(frame):,} logged predictions of {ref.name}"
     report = compute_drift(reference, frame, psi_threshold=psi_threshold, p_value=p_value, js_threshold=js_threshold)
     console.print(drift_table(report, f"drift of {source} against the training data of {ref.uri}"))

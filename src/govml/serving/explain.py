@@ -48,7 +48,9 @@ def raw_feature_groups(pipeline: Any) -> list[tuple[str, slice]]:
         if len(cols) == width:
             groups.extend((col, slice(block.start + i, block.start + i + 1)) for i, col in enumerate(cols))
             continue
-        out_names = [str(n) for n in fitted.get_feature_names_out(cols)] if hasattr(fitted, "get_feature_names_out") else []
+        out_names = (
+            [str(n) for n in fitted.get_feature_names_out(cols)] if hasattr(fitted, "get_feature_names_out") else []
+        )
         if len(out_names) != width:
             raise ExplanationUnavailable(f"cannot map the outputs of transformer {name!r} back to its columns")
         # One-hot names are "<column>_<category>": the longest matching column prefix owns each.
@@ -73,7 +75,9 @@ class TreeRowExplainer:
         try:
             self._explainer = shap.TreeExplainer(estimator)
         except Exception as exc:  # shap raises bare Exception for unsupported model types
-            raise ExplanationUnavailable(f"SHAP TreeExplainer does not support {type(estimator).__name__}: {exc}") from None
+            raise ExplanationUnavailable(
+                f"SHAP TreeExplainer does not support {type(estimator).__name__}: {exc}"
+            ) from None
         groups = raw_feature_groups(pipeline)
         produced = {name for name, _ in groups}
         inputs = [str(c) for c in getattr(pipeline, "feature_names_in_", [])]

@@ -13,7 +13,9 @@ uses the compiled path only when both succeed.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,8 @@ _KNOWN_FUNCTIONS = {"govml.features.preprocess._as_object"}
 # Below this many rows a dict lookup per value beats pandas' hash index, whose per-call set-up
 # (index construction, dtype inference) costs ~0.5 ms a column.
 _DICT_LOOKUP_ROWS = 4096
+# Up to this many rows, missing values are found by a loop in Python: ``pd.isna`` costs ~10 us a call.
+_SMALL_ROWS = 32
 
 
 class NotCompilable(Exception):
@@ -38,12 +42,29 @@ def _is_nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+def _missing_rows(col: np.ndarray) -> Sequence[int] | np.ndarray:
+    """The rows ``pd.isna`` marks in ``col``; for a few rows of text, None and float NaN without pandas."""
+    if len(col) <= _SMALL_ROWS and col.dtype == object:
+        rows = []
+        for row, value in enumerate(col.tolist()):
+            if value.__class__ is str:
+                continue
+            if value is None or (value.__class__ is float and value != value):
+                rows.append(row)
+            else:  # anything rarer (pd.NA, NaT, a numpy scalar): ask pandas about the whole column
+                return np.flatnonzero(pd.isna(col))
+        return rows
+    return np.flatnonzero(pd.isna(col))
+
+
 def _to_object(columns: Columns) -> Columns:
     """What ``frame.astype(object).where(frame.notna(), None)`` does to each column."""
     out = []
     for col in columns:
         array = col.astype(object)
-        array[pd.isna(array)] = None
+        missing = _missing_rows(array)
+        if len(missing):
+            array[missing] = None
         out.append(array)
     return out
 
@@ -99,15 +120,14 @@ def _compile_scaler(scaler: Any) -> Step:
     scale = scaler.scale_ if getattr(scaler, "with_std", False) else None
 
     def step(columns: Columns) -> Columns:
-        out = []
-        for j, col in enumerate(columns):
-            x = _to_float(col).copy()
-            if mean is not None:
-                x -= mean[j]
-            if scale is not None:
-                x /= scale[j]
-            out.append(x)
-        return out
+        # One matrix and two array operations, as sklearn does, rather than two per column:
+        # the same element-wise arithmetic, so the same bits.
+        x = np.column_stack([_to_float(col) for col in columns])
+        if mean is not None:
+            x = x - mean
+        if scale is not None:
+            x = x / scale
+        return [x[:, j] for j in range(x.shape[1])]
 
     return step
 
@@ -148,6 +168,19 @@ def _compile_one_hot(encoder: Any) -> Step:
         for col, (lookup, nan_position, unknown, width, index, targets) in zip(columns, features, strict=True):
             n = len(col)
             block = np.zeros((n, width), dtype=np.float64)
+            if n <= _SMALL_ROWS and index is not None:
+                # sklearn's dict lookup; a float NaN goes to the NaN category (pandas' missing-value
+                # settling below changes nothing else on this path)
+                nan_target = nan_position if nan_position is not None else unknown
+                for row, value in enumerate(col.tolist()):
+                    if isinstance(value, float) and value != value:
+                        position = nan_target
+                    else:
+                        position = lookup.get(value, unknown)
+                    if position >= 0:
+                        block[row, position] = 1.0
+                out.append(block)
+                continue
             if index is None:
                 idx = np.full(n, unknown, dtype=np.int64)
             elif n < _DICT_LOOKUP_ROWS:  # sklearn maps object categories with a dict too; same matches
@@ -265,6 +298,48 @@ def _column_names(columns: Any, names_in: Sequence[str]) -> list[str]:
     return [str(c) for c in items]
 
 
+class _SingleRowBooster:
+    """LightGBM's C call for one row (``LGBM_BoosterPredictForMatSingleRowFast``).
+
+    ``Booster.predict`` parses its parameters and builds a predictor on every call (~70 us);
+    this sets that up once. Same predictor code, so the same bits (:func:`verify` checks).
+    """
+
+    def __init__(self, booster: Any, n_features: int) -> None:
+        from lightgbm.basic import _LIB, _c_str, _safe_call
+
+        self._lib, self._check = _LIB, _safe_call
+        self._booster = booster  # the config points into the booster: keep it alive as long as this
+        self._config = ctypes.c_void_p()
+        num_iteration = booster.best_iteration  # what Booster.predict uses by default
+        _safe_call(
+            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+                booster._handle, ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(num_iteration),  # normal prediction
+                ctypes.c_int(1), ctypes.c_int32(n_features), _c_str("num_threads=1"),  # float64 input
+                ctypes.byref(self._config),
+            )
+        )
+        self.n_features = n_features
+        self._out = np.empty(booster.num_model_per_iteration(), dtype=np.float64)
+        self._out_len = ctypes.c_int64(0)
+        self._out_pointer = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        self._lock = threading.Lock()  # the config holds one output buffer; worker threads take turns
+
+    def predict(self, row: np.ndarray) -> np.ndarray:
+        row = np.ascontiguousarray(row, dtype=np.float64)
+        with self._lock:
+            self._check(
+                self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+                    self._config, row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(self._out_len), self._out_pointer
+                )
+            )
+            return self._out[: self._out_len.value].copy()
+
+    def __del__(self) -> None:
+        if getattr(self, "_config", None) is not None and self._config.value:
+            self._lib.LGBM_FastConfigFree(self._config)
+
+
 class CompiledModel:
     """Compiled preprocessing plus the estimator's fastest exact prediction call."""
 
@@ -278,18 +353,26 @@ class CompiledModel:
         self.classes = getattr(self.estimator, "classes_", None)
         self._booster = None
         self._lgbm_classifier = False
+        self.single_row: _SingleRowBooster | None = None
         try:
             import lightgbm
 
             if isinstance(self.estimator, lightgbm.LGBMModel) and not callable(self.estimator.objective):
                 self._booster = self.estimator.booster_
                 self._lgbm_classifier = isinstance(self.estimator, lightgbm.LGBMClassifier)
+                self.single_row = _single_row_booster(self._booster)
         except ImportError:  # lightgbm is a core dependency; other estimators work without it
             pass
 
+    def _booster_predict(self, X: np.ndarray) -> np.ndarray:
+        if len(X) == 1 and self.single_row is not None and X.shape[1] == self.single_row.n_features:
+            out = self.single_row.predict(X[0])
+            return out if len(out) == 1 else out.reshape(1, -1)
+        return self._booster.predict(X, num_threads=1 if len(X) < 256 else 0)  # type: ignore[union-attr]
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray | None:
         if self._booster is not None and self._lgbm_classifier:
-            raw = self._booster.predict(X, num_threads=1 if len(X) < 256 else 0)
+            raw = self._booster_predict(X)
             if raw.ndim == 1:
                 return np.vstack((1.0 - raw, raw)).T
             return raw
@@ -302,8 +385,18 @@ class CompiledModel:
             if self._lgbm_classifier and proba is not None and self.classes is not None:
                 return np.asarray(self.classes)[np.argmax(proba, axis=1)]
             if not self._lgbm_classifier:
-                return self._booster.predict(X, num_threads=1 if len(X) < 256 else 0)
+                return self._booster_predict(X)
         return np.asarray(self.estimator.predict(X))
+
+
+def _single_row_booster(booster: Any) -> _SingleRowBooster | None:
+    """The one-row C path, or None when this LightGBM build lacks it (then ``Booster.predict`` serves)."""
+    from lightgbm.basic import LightGBMError
+
+    try:
+        return _SingleRowBooster(booster, booster.num_feature())
+    except (ImportError, AttributeError, LightGBMError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -323,15 +416,32 @@ def verify(
     probe: pd.DataFrame,
     columns_of: Callable[[pd.DataFrame], dict[str, np.ndarray]],
 ) -> Verification:
-    """Compare the compiled path with the pipeline on ``probe`` rows."""
-    X = compiled.preprocessor.transform(columns_of(probe))
-    proba = compiled.predict_proba(X)
-    labels = compiled.predict(X, proba)
-    if proba is not None and hasattr(pipeline, "predict_proba"):
-        reference = np.asarray(pipeline.predict_proba(probe))
-        difference = float(np.max(np.abs(proba - reference))) if proba.shape == reference.shape else math.inf
-    else:
-        reference_values = np.asarray(pipeline.predict(probe), dtype=float)
-        difference = float(np.max(np.abs(np.asarray(labels, dtype=float) - reference_values)))
-    labels_equal = bool(np.array_equal(np.asarray(labels), np.asarray(pipeline.predict(probe))))
+    """Compare the compiled path with the pipeline on ``probe`` rows, scored as one batch and as the
+    one-row requests a server mostly sees (which take the small-batch code and LightGBM's one-row call)."""
+    columns = columns_of(probe)
+    X = compiled.preprocessor.transform(columns)
+    one_by_one = np.vstack(
+        [compiled.preprocessor.transform({k: v[i : i + 1] for k, v in columns.items()}) for i in range(len(probe))]
+    )
+    reference_labels = np.asarray(pipeline.predict(probe))
+    reference = np.asarray(pipeline.predict_proba(probe)) if hasattr(pipeline, "predict_proba") else None
+    outcomes = [_outputs(compiled, X), _outputs(compiled, one_by_one)]
+    if compiled.single_row is not None:
+        singles = [_outputs(compiled, one_by_one[i : i + 1]) for i in range(len(probe))]
+        probas = [p for p, _ in singles]
+        stacked = None if any(p is None for p in probas) else np.vstack(probas)  # type: ignore[arg-type]
+        outcomes.append((stacked, np.concatenate([labels for _, labels in singles])))
+    difference, labels_equal = 0.0, True
+    for proba, labels in outcomes:
+        if proba is not None and reference is not None:
+            gap = float(np.max(np.abs(proba - reference))) if proba.shape == reference.shape else math.inf
+        else:
+            gap = float(np.max(np.abs(np.asarray(labels, dtype=float) - np.asarray(reference_labels, dtype=float))))
+        difference = max(difference, gap)
+        labels_equal = labels_equal and bool(np.array_equal(np.asarray(labels), reference_labels))
     return Verification(rows=len(probe), max_abs_difference=difference, labels_equal=labels_equal)
+
+
+def _outputs(compiled: CompiledModel, X: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    proba = compiled.predict_proba(X)
+    return proba, compiled.predict(X, proba)

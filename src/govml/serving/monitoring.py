@@ -1,9 +1,10 @@
-"""Live monitoring: Prometheus metrics, the SQLite prediction log, rolling drift and carbon per prediction.
+"""Live monitoring: Prometheus metrics, the prediction log, rolling drift and carbon per prediction.
 
 Request handlers only put a record on a bounded queue; one writer thread batches the
-records into SQLite, keeps a rolling window of recent inputs and recomputes drift
-against the training reference every ``drift_every`` rows. Nothing here blocks or
-fails a request: when the queue is full a record is dropped and counted.
+records into the log (SQLite, or PostgreSQL shared by several replicas), keeps a
+rolling window of recent inputs and recomputes drift against the training reference
+every ``drift_every`` rows. Nothing here blocks or fails a request: when the queue is
+full a record is dropped and counted.
 
 Carbon per prediction, SCI style (operational only, no embodied share): the CPU time
 the worker thread spent on a request times ``cpu_watts`` (the power of one busy
@@ -18,7 +19,6 @@ import json
 import logging
 import math
 import queue
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -33,25 +33,26 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from govml.errors import DataError
 from govml.features.drift import DriftReference, DriftReport, compute_drift
 from govml.serving.validation import ValidatedBatch
+from govml.storage import Database, StorageError, StorageTarget, parse_storage_url
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_CPU_WATTS = 15.0  # one fully busy server core; override with GOVML_CPU_WATTS
 MAX_BATCH_RECORDS = 1000
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS predictions (
+    id {serial},
+    ts {real} NOT NULL,
     model TEXT NOT NULL,
     version TEXT,
     endpoint TEXT NOT NULL,
     features TEXT NOT NULL,
     prediction TEXT NOT NULL,
-    latency_ms REAL
-);
-CREATE INDEX IF NOT EXISTS predictions_model_ts ON predictions (model, ts);
-"""
+    latency_ms {real}
+)""",
+    "CREATE INDEX IF NOT EXISTS predictions_model_ts ON predictions (model, ts)",
+)
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class LogRecord:
 
     def feature_json(self) -> list[str]:
         """One JSON object per row (missing values as null), encoded by pandas in C."""
-        return self.inputs.to_frame().to_json(orient="records", lines=True, double_precision=15).splitlines()
+        return self.inputs.json_rows()
 
     def prediction_json(self) -> list[str]:
         """``{"label": ..., "proba": [...]}`` per row, or the bare label when there are no probabilities."""
@@ -127,12 +128,28 @@ class LogRecord:
         return frame.to_json(orient="records", lines=True, double_precision=15).splitlines()
 
 
+def _batch_json(batch: list[LogRecord]) -> tuple[list[str], list[str]]:
+    """Feature and prediction JSON of every row of ``batch``, each encoded in one pandas call, not one per record."""
+    features = ValidatedBatch.concat([r.inputs for r in batch]).json_rows()
+    widths = {r.probabilities.shape[1:] if r.probabilities is not None and r.labels.ndim == 1 else None for r in batch}
+    if len(batch) == 1 or len(widths) != 1 or None in widths:
+        return features, [p for r in batch for p in r.prediction_json()]
+    merged = LogRecord(
+        ts=0.0, endpoint="", inputs=batch[0].inputs, latency_ms=0.0, labels=np.concatenate([r.labels for r in batch]),
+        probabilities=np.concatenate([r.probabilities for r in batch]),  # type: ignore[misc]
+    )
+    return features, merged.prediction_json()
+
+
 class PredictionLog:
-    """Batches prediction records into SQLite and tracks rolling drift, on one background thread."""
+    """Batches prediction records into the log and tracks rolling drift, on one background thread.
+
+    ``target`` is a SQLite file or a storage URL (``postgresql://...``, see ``govml.storage``).
+    """
 
     def __init__(
         self,
-        path: Path,
+        target: StorageTarget | str | Path,
         *,
         model: str,
         version: str | None,
@@ -146,7 +163,7 @@ class PredictionLog:
         max_queue: int = 10_000,
         flush_seconds: float = 0.5,
     ) -> None:
-        self.path = path
+        self.target = target if isinstance(target, StorageTarget) else parse_storage_url(target)
         self.model = model
         self.version = version
         self.metrics = metrics
@@ -168,9 +185,8 @@ class PredictionLog:
         self._since_drift = 0
         self._thread = threading.Thread(target=self._run, name="govml-prediction-log", daemon=True)
         self._stopped = threading.Event()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(path) as conn:
-            conn.executescript(_SCHEMA)
+        self._db = Database(self.target)  # fails here, at start-up, when the database is unreachable
+        self._db.create(_SCHEMA)
 
     def start(self) -> None:
         self._thread.start()
@@ -190,9 +206,6 @@ class PredictionLog:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        conn = sqlite3.connect(self.path, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
         try:
             running = True
             while running:
@@ -216,37 +229,37 @@ class PredictionLog:
                     pass
                 self.metrics.queue_depth.set(self._queue.qsize())
                 if batch:
-                    self._write(conn, batch)
+                    self._write(batch)
                     self._track_drift(batch)
                 self._maybe_refresh_drift()
         finally:
-            conn.close()
+            self._db.close()
 
-    def _write(self, conn: sqlite3.Connection, batch: list[LogRecord]) -> None:
+    def _write(self, batch: list[LogRecord]) -> None:
+        features, predictions = _batch_json(batch)
+        meta = [(r.ts, r.endpoint, r.latency_ms) for r in batch for _ in range(r.inputs.n_rows)]
         rows = [
-            (r.ts, self.model, self.version, r.endpoint, features, prediction, r.latency_ms)
-            for r in batch
-            for features, prediction in zip(r.feature_json(), r.prediction_json(), strict=True)
+            (ts, self.model, self.version, endpoint, feature, prediction, latency_ms)
+            for (ts, endpoint, latency_ms), feature, prediction in zip(meta, features, predictions, strict=True)
         ]
         try:
-            with conn:
-                conn.executemany(
-                    "INSERT INTO predictions (ts, model, version, endpoint, features, prediction, latency_ms)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+            self._db.write_batch(
+                "INSERT INTO predictions (ts, model, version, endpoint, features, prediction, latency_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
             self.metrics.log_written.inc(len(rows))
-        except sqlite3.Error as exc:  # a full disk must not stop serving; the loss is counted
+        except StorageError as exc:  # a full disk or a lost database must not stop serving; the loss is counted
             _log.error("prediction log write failed: %s", exc)
             self.metrics.log_dropped.inc(len(batch))
 
     def _track_drift(self, batch: list[LogRecord]) -> None:
         if self.reference is None:
             return
-        for record in batch:
-            self.window.append(record.inputs.to_frame())
-            self._rows_in_window += record.inputs.n_rows
-            self._since_drift += record.inputs.n_rows
+        inputs = ValidatedBatch.concat([r.inputs for r in batch])  # one frame per batch, not per request
+        self.window.append(inputs.to_frame())
+        self._rows_in_window += inputs.n_rows
+        self._since_drift += inputs.n_rows
         while self.window and self._rows_in_window - len(self.window[0]) >= self.window_rows:
             self._rows_in_window -= len(self.window.popleft())
 
@@ -282,10 +295,13 @@ class PredictionLog:
         return report
 
 
-def read_logged_inputs(path: Path, model: str, *, limit: int = 100_000, since: float | None = None) -> pd.DataFrame:
+def read_logged_inputs(
+    target: StorageTarget | str | Path, model: str, *, limit: int = 100_000, since: float | None = None
+) -> pd.DataFrame:
     """The most recent logged input rows of ``model`` (newest ``limit``), as a frame."""
-    if not path.exists():
-        raise DataError(f"no prediction log at {path}: serve the model and send it traffic first")
+    target = target if isinstance(target, StorageTarget) else parse_storage_url(target)
+    if target.dialect == "sqlite" and not Path(target.location).exists():
+        raise DataError(f"no prediction log at {target}: serve the model and send it traffic first")
     query = "SELECT features FROM predictions WHERE model = ?"
     params: list[Any] = [model]
     if since is not None:
@@ -293,10 +309,14 @@ def read_logged_inputs(path: Path, model: str, *, limit: int = 100_000, since: f
         params.append(since)
     query += " ORDER BY id DESC LIMIT ?"
     params.append(limit)
-    with sqlite3.connect(path) as conn:
-        rows = [json.loads(text) for (text,) in conn.execute(query, params)]
+    db = Database(target)
+    try:
+        db.create(_SCHEMA)  # a new PostgreSQL database has no table until a server has started
+        rows = [json.loads(text) for (text,) in db.execute(query, params)]
+    finally:
+        db.close()
     if not rows:
-        raise DataError(f"the prediction log at {path} holds no rows for model {model!r}")
+        raise DataError(f"the prediction log at {target} holds no rows for model {model!r}")
     return pd.DataFrame(rows[::-1])
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,17 +24,24 @@ from govml.serving.payload import FieldError, RawBatch, RequestError
 
 Kind = Literal["integer", "float", "string", "boolean", "any"]
 MAX_LISTED_ERRORS = 20
+SMALL_BATCH_ROWS = 32  # up to this many rows, valid input is checked value by value (see _validate_small)
+_EXACT_INT = 2**53  # integers below this are exact in float64, so numpy and Python compare them alike
 _NUMBER_TYPES = (int, float)
 _NUMERIC_INFERRED = ("integer", "floating", "mixed-integer-float", "empty")
 
 
 @dataclass(frozen=True)
 class ValueCheck:
-    """A vectorised check: returns a mask of failing entries among the present values."""
+    """A vectorised check: returns a mask of failing entries among the present values.
+
+    ``accepts`` is the same rule for one plain value (a str, or a number as a Python float), for
+    small batches; None when the check has no exact scalar form.
+    """
 
     name: str
     describe: str
     failing: Callable[[np.ndarray], np.ndarray]
+    accepts: Callable[[Any], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,25 @@ class ValidatedBatch:
             else:
                 data[name] = values
         return pd.DataFrame(data, index=pd.RangeIndex(self.n_rows))
+
+    @classmethod
+    def concat(cls, batches: Sequence[ValidatedBatch]) -> ValidatedBatch:
+        """The rows of ``batches`` (validated by one validator, so with the same columns) in order."""
+        if len(batches) == 1:
+            return batches[0]
+        first = batches[0]
+        columns = {name: np.concatenate([b.columns[name] for b in batches]) for name in first.columns}
+        return cls(columns=columns, kinds=first.kinds, n_rows=sum(b.n_rows for b in batches))
+
+    def json_rows(self) -> list[str]:
+        """One JSON object per row (missing values as null), encoded by pandas in C; integers stay integers."""
+        data: dict[str, Any] = {}
+        for name, values in self.columns.items():
+            data[name] = values
+            if self.kinds[name] == "integer" and np.nanmax(np.abs(values), initial=0.0) < 2**53:
+                data[name] = pd.array(values, dtype="Int64")  # NaN becomes null, the rest print as integers
+        frame = pd.DataFrame(data, index=pd.RangeIndex(self.n_rows))
+        return frame.to_json(orient="records", lines=True, double_precision=15).splitlines()
 
     def rows(self) -> list[dict[str, Any]]:
         """JSON-ready rows (NaN as None), for the prediction log."""
@@ -134,7 +160,7 @@ def _compile_check(check: Any) -> ValueCheck:
         )
     if name in simple:
         describe, failing = simple[name]
-        return ValueCheck(name=name, describe=describe, failing=failing)
+        return ValueCheck(name=name, describe=describe, failing=failing, accepts=_scalar_check(name, s))
 
     def run_pandera(values: np.ndarray) -> np.ndarray:
         result = check(pd.Series(values))
@@ -144,6 +170,50 @@ def _compile_check(check: Any) -> ValueCheck:
     return ValueCheck(name=name, describe=f"passing pandera check {name}", failing=run_pandera)
 
 
+def _plain(value: Any) -> bool:
+    """A statistic that numpy and Python compare alike: text, or a number exact in float64."""
+    if isinstance(value, str):
+        return True
+    return type(value) in (int, float) and math.isfinite(value) and abs(value) < _EXACT_INT
+
+
+def _scalar_check(name: str, s: dict[str, Any]) -> Callable[[Any], bool] | None:
+    """The scalar form of a compiled check (see :class:`ValueCheck`), when its statistics are plain."""
+    if name in ("greater_than_or_equal_to", "greater_than") and _plain(s["min_value"]):
+        lo = s["min_value"]
+        return (lambda x: x >= lo) if name == "greater_than_or_equal_to" else (lambda x: x > lo)
+    if name in ("less_than_or_equal_to", "less_than") and _plain(s["max_value"]):
+        hi = s["max_value"]
+        return (lambda x: x <= hi) if name == "less_than_or_equal_to" else (lambda x: x < hi)
+    if name == "in_range" and _plain(s["min_value"]) and _plain(s["max_value"]):
+        lo, hi = s["min_value"], s["max_value"]
+        inc_lo, inc_hi = s.get("include_min", True), s.get("include_max", True)
+        return lambda x: ((x >= lo) if inc_lo else (x > lo)) and ((x <= hi) if inc_hi else (x < hi))
+    if name in ("isin", "notin"):
+        values = list(s["allowed_values" if name == "isin" else "forbidden_values"])
+        if not (all(isinstance(v, str) for v in values) or all(_plain(v) and not isinstance(v, str) for v in values)):
+            return None
+        members = frozenset(values)
+        return (lambda x: x in members) if name == "isin" else (lambda x: x not in members)
+    if name in ("equal_to", "not_equal_to") and _plain(s["value"]):
+        value = s["value"]
+        return (lambda x: x == value) if name == "equal_to" else (lambda x: x != value)
+    if name == "str_matches":
+        pattern = re.compile(str(s["pattern"]))
+        return lambda x: pattern.match(str(x)) is not None
+    return None
+
+
+@dataclass(frozen=True)
+class _ScalarRule:
+    name: str
+    numeric: bool
+    integer: bool
+    nullable: bool
+    required: bool
+    accepts: tuple[Callable[[Any], bool], ...]
+
+
 class InputValidator:
     """Validates a :class:`RawBatch` into a :class:`ValidatedBatch` or raises :class:`RequestError` (422)."""
 
@@ -151,6 +221,8 @@ class InputValidator:
         self.rules = rules
         self.source = source
         self.input_names = [r.name for r in rules]
+        self._kinds: dict[str, Kind] = {r.name: r.kind for r in rules}
+        self._scalar_rules = _scalar_rules(rules)
 
     @classmethod
     def from_model(
@@ -204,6 +276,10 @@ class InputValidator:
 
     def validate(self, batch: RawBatch, *, enforce: bool = True) -> ValidatedBatch:
         """Typed columns; with ``enforce=False`` only types are checked (nulls and schema checks are not)."""
+        if enforce and batch.n_rows <= SMALL_BATCH_ROWS and self._scalar_rules is not None:
+            validated = self._validate_small(batch, self._scalar_rules)
+            if validated is not None:
+                return validated
         errors: list[FieldError] = []
         missing = [r.name for r in self.rules if r.required and r.name not in batch.columns]
         for name in missing:
@@ -236,15 +312,86 @@ class InputValidator:
                 for check in rule.checks:
                     bad = rows[np.asarray(check.failing(kept), dtype=bool)]
                     for row in bad[:MAX_LISTED_ERRORS]:
-                        errors.append(
-                            FieldError(rule.name, int(row), f"value {array[row]!r} is not {check.describe} ({check.name})")
-                        )
+                        message = f"value {array[row]!r} is not {check.describe} ({check.name})"
+                        errors.append(FieldError(rule.name, int(row), message))
         if errors:
             first = errors[0]
             where = f"column {first.column!r}" + (f" row {first.row}" if first.row is not None else "")
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             raise RequestError(f"{where}: {first.message}{more}", status=422, errors=errors[: MAX_LISTED_ERRORS * 2])
         return ValidatedBatch(columns=out, kinds=kinds, n_rows=batch.n_rows, extras=batch.extras)
+
+
+    def _validate_small(self, batch: RawBatch, rules: list[_ScalarRule]) -> ValidatedBatch | None:
+        """A few rows checked value by value in plain Python (no numpy call per column and check).
+
+        It accepts only input the vectorised path accepts, and builds the same arrays; on anything
+        else (a bad value, a bool, an integer too large for float64 to hold exactly) it returns
+        None and the vectorised path validates the batch and words the errors.
+        """
+        n = batch.n_rows
+        out: dict[str, np.ndarray] = {}
+        for rule in rules:
+            values = batch.columns.get(rule.name)
+            if values is None:
+                if rule.required:
+                    return None
+                values = [None] * n
+            if rule.numeric:
+                for v in values:
+                    kind = v.__class__
+                    if kind is int:
+                        if not -_EXACT_INT < v < _EXACT_INT:
+                            return None
+                        v = float(v)
+                    elif kind is float:
+                        if v != v:  # NaN counts as missing, as in the vectorised path
+                            if not rule.nullable:
+                                return None
+                            continue
+                        if not math.isfinite(v) or (rule.integer and not v.is_integer()):
+                            return None
+                    elif v is None:
+                        if not rule.nullable:
+                            return None
+                        continue
+                    else:
+                        return None
+                    for accepts in rule.accepts:
+                        if not accepts(v):
+                            return None
+                out[rule.name] = np.array(values, dtype=np.float64)  # None becomes NaN
+            else:
+                missing = False
+                for v in values:
+                    if v.__class__ is str:
+                        for accepts in rule.accepts:
+                            if not accepts(v):
+                                return None
+                    elif v is None and rule.nullable:
+                        missing = True
+                    else:
+                        return None
+                array = np.empty(n, dtype=object)
+                array[:] = [math.nan if v is None else v for v in values] if missing else values
+                out[rule.name] = array
+        return ValidatedBatch(columns=out, kinds=self._kinds, n_rows=n, extras=batch.extras)
+
+
+def _scalar_rules(rules: list[ColumnRule]) -> list[_ScalarRule] | None:
+    """The rules for :meth:`InputValidator._validate_small`; None when one of them has no scalar form."""
+    out = []
+    for rule in rules:
+        accepts = tuple(c.accepts for c in rule.checks)
+        if rule.kind not in ("integer", "float", "string") or any(a is None for a in accepts):
+            return None
+        out.append(
+            _ScalarRule(
+                name=rule.name, numeric=rule.kind != "string", integer=rule.kind == "integer",
+                nullable=rule.nullable, required=rule.required, accepts=accepts,  # type: ignore[arg-type]
+            )
+        )
+    return out
 
 
 def frame_to_batch(frame: pd.DataFrame) -> RawBatch:
@@ -263,7 +410,9 @@ def _present_mask(array: np.ndarray) -> np.ndarray:
     return ~np.isnan(array)
 
 
-def _type_error(rule: ColumnRule, values: list[Any], bad_rows: list[int], expected: str, errors: list[FieldError]) -> None:
+def _type_error(
+    rule: ColumnRule, values: list[Any], bad_rows: list[int], expected: str, errors: list[FieldError]
+) -> None:
     for row in bad_rows[:MAX_LISTED_ERRORS]:
         errors.append(
             FieldError(rule.name, row, f"expected {expected}, got {values[row]!r} ({type(values[row]).__name__})")
