@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from random import Random
+
 import pytest
 
-from govml.pii import PiiFinding, find_pii, redact, redact_pii, replace_spans, scan_values
+from govml.pii import (
+    PiiFinding,
+    _may_hold_person,
+    _plausible_person,
+    find_pii,
+    redact,
+    redact_pii,
+    replace_spans,
+    scan_values,
+)
 
 
 def _types(text: str) -> set[str]:
@@ -93,3 +104,55 @@ def test_scan_values_samples_deterministically() -> None:
     first = scan_values(values, sample=20, seed=3)
     assert first == scan_values(values, sample=20, seed=3)
     assert 0 < first["EMAIL_ADDRESS"] < 1
+
+
+# --- the NER runs only when a PERSON could be kept ----------------------------------
+
+_GATE_WORDS = ["John", "smith", "Dr", "my name is", "The", "Hub", "é", "Émile", "O'Neil", "x-Ray", "I", "hi"]
+_GATE_GLUE = [" ", "  ", "\n", ", ", ". ", "-", "'", "(", "3", "_"]
+
+
+def _gate_texts(count: int, seed: int = 0) -> list[str]:
+    rng = Random(seed)
+    return [
+        "".join(rng.choice(_GATE_WORDS) + rng.choice(_GATE_GLUE) for _ in range(rng.randint(1, 6)))
+        for _ in range(count)
+    ]
+
+
+def test_ner_gate_never_skips_a_span_the_person_filter_keeps() -> None:
+    # whatever span spaCy tagged, _plausible_person must reject it when the gate is shut
+    for text in _gate_texts(1000):
+        if _may_hold_person(text):
+            continue
+        for start in range(len(text)):
+            for end in range(start + 1, len(text) + 1):
+                assert not _plausible_person(text, start, end), (text, text[start:end])
+
+
+@pytest.mark.parametrize(
+    ("text", "gate"),
+    [
+        ("My name is John Smith", True),
+        ("Ask Mary about it", True),
+        ("Please tell Alice Johnson the results", True),
+        ("The capital of France is Paris.", False),
+        ("how do i sort a list in python?", False),
+        ("Paris is nice", False),
+    ],
+)
+def test_ner_gate_examples(text: str, gate: bool) -> None:
+    assert _may_hold_person(text) is gate
+
+
+def test_gated_engine_matches_running_the_ner_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [
+        "The capital of France is Paris.",
+        "She called 212-555-0198 twice and wrote to ann@example.org",
+        "My ssn is 536-22-8726",
+        "Please tell Alice Johnson the results",
+        "Gradio lets you build demos; Parquet stores columns",
+    ]
+    gated = [find_pii(t) for t in texts]
+    monkeypatch.setattr("govml.pii._may_hold_person", lambda text: True)
+    assert [find_pii(t) for t in texts] == gated

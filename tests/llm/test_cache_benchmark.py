@@ -23,3 +23,4 @@ def test_measure_returns_the_figures() -> None:
     lookup = result["lookup"]
     assert lookup["entries"] == 3000
     assert 0 < lookup["lookup_with_vector"]["p50_ms"] <= lookup["lookup_with_vector"]["p99_ms"]
+    assert lookup["lookup_with_vector_token_check"]["p50_ms"] > 0

@@ -92,3 +92,31 @@ def test_bad_files_are_data_errors(tmp_path: Path) -> None:
 def test_bad_fraction_is_refused(embedder: Embedder) -> None:
     with pytest.raises(ValueError, match="cached_fraction"):
         ask_paraphrases(PAIRS, embedder, cached_fraction=1.0)
+
+
+class _Renamed:
+    """The same MiniLM under another name: twins must then be measured by the reference."""
+
+    def __init__(self, inner: Embedder, name: str) -> None:
+        self.inner, self.name, self.dim = inner, name, inner.dim
+        self.calls = 0
+
+    def encode(self, texts: list[str]) -> object:
+        self.calls += 1
+        return self.inner.encode(texts)
+
+
+def test_twins_come_from_the_reference_encoder(embedder: Embedder) -> None:
+    reference = _Renamed(embedder, "reference")
+    outcomes = ask_paraphrases(PAIRS, embedder, seed=0, twin_embedder=reference)
+    assert reference.calls == 1
+    assert outcomes.correct_ids == ask_paraphrases(PAIRS, embedder, seed=0).correct_ids
+
+
+def test_token_check_applies_in_the_curve(embedder: Embedder) -> None:
+    outcomes = ask_paraphrases(PAIRS, embedder, seed=0)
+    assert outcomes.question_tokens is not None and outcomes.entry_tokens is not None
+    (loose,) = curve(outcomes, [0.5], second_check=True, token_threshold=0.5)
+    (strict,) = curve(outcomes, [0.5], second_check=True, token_threshold=0.99)
+    assert loose.token_threshold == 0.5 and loose.hit_rate == 1.0
+    assert strict.hits < loose.hits

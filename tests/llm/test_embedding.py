@@ -14,6 +14,7 @@ from govml.llm.embedding import (
     Embedder,
     EmbeddingModelMissingError,
     OnnxEmbedder,
+    TokenEncoder,
     get_embedder,
     load_embedder,
     packaged_model_dir,
@@ -135,3 +136,16 @@ def test_load_embedder_gives_a_fresh_equal_instance(embedder: Embedder) -> None:
     np.testing.assert_allclose(fresh.encode(text), embedder.encode(text), atol=1e-6)
     with pytest.raises(ConfigError):
         load_embedder("nope")
+
+
+def test_token_vectors_leave_out_special_tokens(embedder: Embedder) -> None:
+    assert isinstance(embedder, TokenEncoder)
+    texts = ["How do I reset my password?", "hi", "a much longer sentence " * 5]
+    together = embedder.encode_tokens(texts)
+    assert [t.shape for t in together] == [(7, 384), (1, 384), (20, 384)]
+    for tokens, text in zip(together, texts, strict=True):
+        assert tokens.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(tokens, axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(tokens, embedder.encode_tokens([text])[0], atol=1e-4)
+    assert embedder.encode_tokens([]) == []
+    assert embedder.encode_tokens([""])[0].shape == (1, 384)

@@ -103,6 +103,22 @@ def test_precomputed_embedding_gives_same_result(guard: PromptGuard) -> None:
     assert with_vector.category_scores == pytest.approx(without.category_scores, abs=1e-5)
 
 
+def test_embeddings_computed_while_the_guard_looks_for_personal_data(guard: PromptGuard) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from govml.llm.embedding import get_embedder
+
+    texts = [ATTACKS[2], "My name is John Smith, email john.smith@example.com. Draft a cover letter."]
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(get_embedder().encode, texts)
+        from_future = guard.check_batch(texts, embeddings=pending)
+        left_to_guard = guard.check_batch(texts, embeddings=pool.submit(lambda: None))
+    for result, alone in zip(from_future, guard.check_batch(texts), strict=True):
+        assert result.category_scores == pytest.approx(alone.category_scores, abs=1e-5)
+        assert result.pii == alone.pii and result.flagged == alone.flagged
+    assert [r.category_scores for r in left_to_guard] == [r.category_scores for r in guard.check_batch(texts)]
+
+
 def test_layers_can_be_switched_off() -> None:
     rules_only = PromptGuard(use_classifier=False, detect_pii=False)
     result = rules_only.check(ATTACKS[0])

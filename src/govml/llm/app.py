@@ -190,8 +190,10 @@ class _ChatPipeline:
         trace, gateway, route = self.trace, self.gateway, self.route
         turns = user_turns(self.request.messages)
         with _gateway_step(trace, "input_check"):
-            vectors = gateway.cache.encode(route, turns)
-            verdict = gateway.safety.check_input(route, self.request.messages, embeddings=vectors)
+            verdict = gateway.safety.check_input(
+                route, self.request.messages, encode=lambda texts: gateway.cache.encode(route, texts)
+            )
+        vectors = verdict.vectors
         trace.input = verdict.view
         trace.prompt = "\n".join(m.content for m in verdict.messages if m.role == "user")
         gateway.metrics.safety.labels(route.name, "input", verdict.view.action).inc()

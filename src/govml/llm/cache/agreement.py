@@ -8,6 +8,11 @@ new prompt and the cached prompt must agree on
 - key terms: code identifiers (``snake_case``, ``CamelCase``, ``call()``, backticked
   names) and acronyms that one prompt names must appear in the other.
 Pure functions only; measured on ``paraphrase_pairs.json`` in docs/llm-cache.md.
+
+:func:`token_agreement` is the token check that follows: how well each prompt's tokens
+are covered by the other's (BERTScore's greedy matching of contextual token vectors,
+the lower of recall and precision), which catches a cached prompt that says less, or
+more, than the new one although their sentence vectors are close.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-__all__ = ["Agreement", "key_terms", "negated", "numbers", "prompts_agree"]
+import numpy as np
+
+__all__ = ["Agreement", "key_terms", "negated", "numbers", "prompts_agree", "token_agreement"]
 
 _NUMBER_WORDS = {
     "zero": "0", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
@@ -103,3 +110,14 @@ def prompts_agree(prompt: str, cached_prompt: str) -> Agreement:
     if missing:
         return Agreement(False, f"key terms differ ({', '.join(missing[:3])})")
     return Agreement(True)
+
+
+def token_agreement(tokens: np.ndarray, cached_tokens: np.ndarray) -> float:
+    """The lower of BERTScore recall and precision between two prompts' token vectors.
+
+    Each argument is ``(tokens, dim)`` with unit rows (``TokenEncoder.encode_tokens``).
+    Recall: the mean, over the new prompt's tokens, of the best cosine with a cached
+    token; precision: the same the other way round. 1.0 when every token has a twin.
+    """
+    sims = np.asarray(tokens, dtype=np.float32) @ np.asarray(cached_tokens, dtype=np.float32).T
+    return float(min(sims.max(axis=1).mean(), sims.max(axis=0).mean()))

@@ -3,12 +3,16 @@
 Protocol (the issue's): cache the origins of a random half of the pairs, ask every
 paraphrase. A paraphrase is *answerable* when its origin or a twin of its origin is
 cached; a twin is another origin at cosine >= ``twin_similarity`` (0.95: the same
-statement stored twice in other words, see the data README). A hit is *correct* when it
-returns the origin or one of its twins.
+statement stored twice in other words, see the data README) *as measured by
+all-MiniLM-L6-v2* (the README's rule; pass ``twin_embedder`` so that an evaluated
+encoder does not redefine what counts as correct). A hit is *correct* when it returns
+the origin or one of its twins.
 - hit rate: correct hits / answerable questions
 - hit precision: correct hits / all hits
 - false-hit rate: hits / questions that are not answerable
-The questions are asked through the real cache (hnswlib, SQLite, second check).
+The questions are asked through the real cache (hnswlib, SQLite, second check); the
+token vectors of every question and cached prompt are kept so that the token check can
+be applied at any threshold without encoding again.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from govml.errors import DataError
+from govml.llm.cache.agreement import token_agreement
 from govml.llm.cache.entries import CacheEntry
 from govml.llm.cache.scope import CacheScope
 from govml.llm.cache.semantic import SemanticCache, choose_hit
-from govml.llm.embedding import Embedder
+from govml.llm.embedding import Embedder, TokenEncoder
 
 __all__ = [
     "CurvePoint",
@@ -49,6 +54,7 @@ class CurvePoint:
 
     threshold: float
     second_check: bool
+    token_threshold: float | None
     hit_rate: float
     precision: float
     false_hit_rate: float
@@ -65,6 +71,14 @@ class ParaphraseOutcomes:
     candidates: list[list[tuple[CacheEntry, float]]]
     answerable: np.ndarray  # bool per question
     correct_ids: list[frozenset[int]]  # entry ids that answer each question correctly
+    question_tokens: list[np.ndarray] | None = None  # per question, its token vectors
+    entry_tokens: dict[int, np.ndarray] | None = None  # per cached entry id, its token vectors
+
+    def token_score(self, question: int, entry_id: int) -> float:
+        """Token agreement of one question with one cached entry."""
+        if self.question_tokens is None or self.entry_tokens is None:
+            raise ValueError("these outcomes were measured with an encoder without token vectors")
+        return token_agreement(self.question_tokens[question], self.entry_tokens[entry_id])
 
 
 def load_paraphrase_pairs(path: Path) -> list[ParaphrasePair]:
@@ -98,8 +112,13 @@ def ask_paraphrases(
     twin_similarity: float = 0.95,
     candidates: int = 5,
     index_kind: str = "hnswlib",
+    twin_embedder: Embedder | None = None,
 ) -> ParaphraseOutcomes:
-    """Cache a random part of the origins, ask every paraphrase, keep the candidates."""
+    """Cache a random part of the origins, ask every paraphrase, keep the candidates.
+
+    ``twin_embedder`` decides which origins are twins (default: ``embedder``); give the
+    MiniLM embedder when ``embedder`` is another model, so the answer key stays fixed.
+    """
     if not 0 < cached_fraction < 1:
         raise ValueError(f"cached_fraction must be in (0, 1), got {cached_fraction}")
     n = len(pairs)
@@ -107,7 +126,10 @@ def ask_paraphrases(
     similars = embedder.encode([p.similar for p in pairs])
     cached = np.zeros(n, dtype=bool)
     cached[np.random.default_rng(seed).permutation(n)[: max(1, int(n * cached_fraction))]] = True
-    twins = (origins @ origins.T) >= twin_similarity  # includes each origin itself
+    reference = origins
+    if twin_embedder is not None and twin_embedder.name != embedder.name:
+        reference = twin_embedder.encode([p.origin for p in pairs])
+    twins = (reference @ reference.T) >= twin_similarity  # includes each origin itself
     scope = CacheScope.for_request(api_key="eval", model="eval", sampling={"temperature": 0})
     with tempfile.TemporaryDirectory(prefix="govml-cache-eval-") as folder:
         cache = SemanticCache(
@@ -131,11 +153,18 @@ def ask_paraphrases(
     correct = [
         frozenset(entry_of[j] for j in np.flatnonzero(twins[i] & cached).tolist()) for i in range(n)
     ]
+    question_tokens = entry_tokens = None
+    if isinstance(embedder, TokenEncoder):
+        question_tokens = embedder.encode_tokens([p.similar for p in pairs])
+        cached_tokens = embedder.encode_tokens([pairs[i].origin for i in rows])
+        entry_tokens = {entry_of[i]: t for i, t in zip(rows, cached_tokens, strict=True)}
     return ParaphraseOutcomes(
         questions=[p.similar for p in pairs],
         candidates=found,
         answerable=np.array([bool(c) for c in correct]),
         correct_ids=correct,
+        question_tokens=question_tokens,
+        entry_tokens=entry_tokens,
     )
 
 
@@ -145,8 +174,12 @@ def curve(
     *,
     second_check: bool,
     questions: Sequence[int] | None = None,
+    token_threshold: float | None = None,
 ) -> list[CurvePoint]:
-    """Hit rate, precision and false-hit rate per threshold over some (or all) questions."""
+    """Hit rate, precision and false-hit rate per threshold over some (or all) questions.
+
+    With ``token_threshold``, the token check applies too (the cache's default).
+    """
     chosen_ids = range(len(outcomes.questions)) if questions is None else questions
     answerable = [i for i in chosen_ids if outcomes.answerable[i]]
     unanswerable = [i for i in chosen_ids if not outcomes.answerable[i]]
@@ -155,7 +188,16 @@ def curve(
         correct_hits = false_hits = wrong_hits = 0
         for i in chosen_ids:
             cands = outcomes.candidates[i]
-            pick, _ = choose_hit(outcomes.questions[i], cands, threshold, second_check)
+            pick, _ = choose_hit(
+                outcomes.questions[i],
+                cands,
+                threshold,
+                second_check,
+                token_threshold=token_threshold,
+                token_scores=lambda positions, i=i, cands=cands: [
+                    outcomes.token_score(i, cands[k][0].id) for k in positions
+                ],
+            )
             if pick is None:
                 continue
             if not outcomes.answerable[i]:
@@ -169,6 +211,7 @@ def curve(
             CurvePoint(
                 threshold=float(threshold),
                 second_check=second_check,
+                token_threshold=token_threshold,
                 hit_rate=correct_hits / max(1, len(answerable)),
                 precision=correct_hits / hits if hits else 1.0,
                 false_hit_rate=false_hits / max(1, len(unanswerable)),

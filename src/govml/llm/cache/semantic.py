@@ -3,8 +3,12 @@
 A lookup embeds the prompt, asks the scope's vector index for its nearest stored
 prompts, and returns the first one whose cosine similarity reaches the threshold and
 that passes the second check (numbers, negation and key terms agree, see
-``agreement.py``). Entries live in SQLite (``cache.db``); each scope's index is a file
-under ``index/`` and is repaired from SQLite when it is missing or stale.
+``agreement.py``) and, when ``token_threshold`` is set, the token check (the two
+prompts' token vectors cover each other:
+:func:`~govml.llm.cache.agreement.token_agreement`; one more encoder call, paid only
+for candidates above the threshold). Entries live in SQLite (``cache.db``) or, for several replicas, in
+PostgreSQL (``storage_url``); each scope's index is a file under ``index/`` and is
+repaired from the entries when it is missing or stale.
 """
 
 from __future__ import annotations
@@ -20,20 +24,36 @@ from typing import Any, Literal
 import numpy as np
 
 from govml.errors import ConfigError
-from govml.llm.cache.agreement import prompts_agree
+from govml.llm.cache.agreement import prompts_agree, token_agreement
 from govml.llm.cache.entries import CacheEntry, EntryTable
 from govml.llm.cache.index import INDEX_KINDS, VectorIndex, load_index, make_index
 from govml.llm.cache.scope import CacheScope, sha256_hex
-from govml.llm.embedding import Embedder, get_embedder
+from govml.llm.embedding import Embedder, TokenEncoder, get_embedder
+from govml.storage import parse_storage_url
 
-__all__ = ["DEFAULT_THRESHOLD", "CacheLookup", "SemanticCache", "choose_hit"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "DEFAULT_TOKEN_THRESHOLD",
+    "TOKEN_CHECK_GATE",
+    "CacheLookup",
+    "SemanticCache",
+    "choose_hit",
+]
 
-#: cosine similarity a stored prompt needs to answer a new one (with the second check on):
-#: the lowest threshold with at most 2% false hits on the tuning half of
+#: cosine similarity a stored prompt needs to answer a new one (second check on, no token
+#: check): the lowest threshold with at most 2% false hits on the tuning half of
 #: paraphrase_pairs.json (docs/llm-cache.md)
 DEFAULT_THRESHOLD = 0.90
+#: token agreement a candidate needs when the token check is on (opt-in: it costs one
+#: encoder call per near hit): the lowest with at most 2% false hits on the tuning half
+DEFAULT_TOKEN_THRESHOLD = 0.81
+#: the cosine threshold that goes with the token check: below 0.80 it accepts nothing
+#: more on the tuning half (docs/llm-cache.md)
+TOKEN_CHECK_GATE = 0.80
 _AUTOSAVE_EVERY = 1000
 _PURGE_EVERY = 256
+#: with shared storage, how often a scope's index is compared in full with the table
+_RECONCILE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -59,13 +79,20 @@ def choose_hit(
     candidates: list[tuple[CacheEntry, float]],
     threshold: float,
     second_check: bool,
+    *,
+    token_threshold: float | None = None,
+    token_scores: Callable[[list[int]], Sequence[float]] | None = None,
 ) -> tuple[int | None, str]:
     """Index of the first candidate (best first) that may answer ``prompt``, and why not.
 
-    A candidate qualifies when its similarity reaches ``threshold`` and, with
-    ``second_check``, :func:`prompts_agree` accepts it.
+    A candidate qualifies when its similarity reaches ``threshold``, with
+    ``second_check`` :func:`prompts_agree` accepts it, and with ``token_threshold``
+    its token agreement reaches it. ``token_scores`` gives the token agreement of the
+    candidates at the given positions; it is called once, only when some candidate
+    passed the other tests.
     """
     reason = ""
+    eligible: list[int] = []
     for position, (entry, similarity) in enumerate(candidates):
         if similarity < threshold:
             break
@@ -74,7 +101,17 @@ def choose_hit(
             if not verdict.agree:
                 reason = reason or f"second check: {verdict.reason}"
                 continue
-        return position, ""
+        if token_threshold is None:
+            return position, ""
+        eligible.append(position)
+    if eligible and token_threshold is not None:
+        if token_scores is None:
+            raise ValueError("choose_hit needs token_scores when token_threshold is set")
+        scores = list(token_scores(eligible))
+        for position, score in zip(eligible, scores, strict=True):
+            if score >= token_threshold:
+                return position, ""
+        return None, f"token check: agreement {max(scores):.3f} < {token_threshold}"
     if not reason:
         best = candidates[0][1] if candidates else 0.0
         reason = f"similarity {best:.3f} < {threshold}"
@@ -93,15 +130,19 @@ class SemanticCache:
         directory: Path,
         *,
         embedder: Embedder | None = None,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float | None = None,
         ttl_seconds: float | None = 7 * 24 * 3600,
         max_entries: int = 100_000,
         second_check: bool = True,
+        token_threshold: float | None = None,
         cache_sampled: bool = False,
         index_kind: str = "hnswlib",
         candidates: int = 5,
+        storage_url: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if threshold is None:
+            threshold = DEFAULT_THRESHOLD if token_threshold is None else TOKEN_CHECK_GATE
         if not 0.0 < threshold <= 1.0:
             raise ConfigError(f"cache threshold must be in (0, 1], got {threshold}")
         if ttl_seconds is not None and ttl_seconds <= 0:
@@ -114,21 +155,36 @@ class SemanticCache:
             )
         if candidates < 1:
             raise ConfigError(f"cache candidates must be >= 1, got {candidates}")
+        if token_threshold is not None and not 0.0 < token_threshold <= 1.0:
+            raise ConfigError(f"cache token_threshold must be in (0, 1] or None, got {token_threshold}")
         self.directory = Path(directory)
         try:
             (self.directory / "index").mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(f"cannot create the cache directory {self.directory}: {err}") from err
         self.embedder = embedder if embedder is not None else get_embedder()
+        if token_threshold is not None and not isinstance(self.embedder, TokenEncoder):
+            raise ConfigError(
+                f"the token check needs an embedder with encode_tokens(); {self.embedder.name!r} "
+                "has none: leave token_threshold=None"
+            )
         self.threshold = threshold
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
         self.second_check = second_check
+        self.token_threshold = token_threshold
         self.cache_sampled = cache_sampled
         self.index_kind = index_kind
         self.candidates = candidates
         self._clock = clock
-        self._table = EntryTable(self.directory / "cache.db")
+        self._table = EntryTable(
+            self.directory / "cache.db" if storage_url is None else parse_storage_url(storage_url)
+        )
+        # shared storage: per scope, the highest id indexed from the table, this replica's own
+        # newer ids, and when the index was last compared in full with the table
+        self._synced: dict[str, int] = {}
+        self._ahead: dict[str, set[int]] = {}
+        self._reconciled: dict[str, float] = {}
         self._indexes: dict[str, VectorIndex] = {}
         self._dirty: dict[str, int] = {}
         self._lock = threading.RLock()
@@ -150,7 +206,16 @@ class SemanticCache:
         if not candidates:
             return CacheLookup("miss", reason="nothing cached in this scope")
         best = candidates[0][1]
-        chosen, reason = choose_hit(prompt, candidates, self.threshold, self.second_check)
+        chosen, reason = choose_hit(
+            prompt,
+            candidates,
+            self.threshold,
+            self.second_check,
+            token_threshold=self.token_threshold,
+            token_scores=lambda positions: self._token_scores(
+                prompt, [candidates[i][0].prompt for i in positions]
+            ),
+        )
         if chosen is None:
             return CacheLookup("miss", best, reason=reason)
         entry, similarity = candidates[chosen]
@@ -166,21 +231,29 @@ class SemanticCache:
         """
         query = self._embed(prompt, vector)
         with self._lock:
-            labels, sims = self._index(scope.key).search(query, self.candidates)
+            index = self._index(scope.key)
+            if self._table.shared:
+                self._catch_up(scope.key, index)
+            labels, sims = index.search(query, self.candidates)
         if not len(labels):
             return []
         entries = self._table.get_many([int(lab) for lab in labels])
         now = self._clock()
         found: list[tuple[CacheEntry, float]] = []
         expired: list[int] = []
+        gone: list[int] = []
         for label, sim in zip(labels.tolist(), sims.tolist(), strict=True):
             entry = entries.get(label)
             if entry is None or entry.scope_key != scope.key:
-                continue  # removed meanwhile by another thread
+                gone.append(label)  # deleted meanwhile by another thread or replica; ids are never reused
+                continue
             if self._is_expired(entry, now):
                 expired.append(label)
             else:
                 found.append((entry, float(sim)))
+        if gone:
+            with self._lock:
+                index.remove(np.array(gone, dtype=np.int64))
         if expired:
             with self._lock:
                 self._drop([(i, scope.key) for i in expired])
@@ -252,6 +325,10 @@ class SemanticCache:
             if new_ids:
                 index.add(np.array(new_ids, dtype=np.int64), embeddings[new_rows])
                 self._touch(scope.key, len(new_ids))
+                if self._table.shared:
+                    self._ahead.setdefault(scope.key, set()).update(new_ids)
+            if self._table.shared:
+                self._count = self._table.count()  # other replicas add and delete too
             before = self._stores
             self._stores += len(prompts)
             if before // _PURGE_EVERY != self._stores // _PURGE_EVERY:
@@ -269,6 +346,8 @@ class SemanticCache:
         return len(rows)
 
     def __len__(self) -> int:
+        if self._table.shared:
+            return self._table.count()
         with self._lock:
             return self._count
 
@@ -299,6 +378,12 @@ class SemanticCache:
 
     def _bypassed(self, scope: CacheScope) -> bool:
         return scope.temperature > 0 and not self.cache_sampled
+
+    def _token_scores(self, prompt: str, cached_prompts: list[str]) -> list[float]:
+        """Token agreement of ``prompt`` with each cached prompt (one encoder call)."""
+        assert isinstance(self.embedder, TokenEncoder)  # checked in __init__
+        tokens = self.embedder.encode_tokens([prompt, *cached_prompts])
+        return [token_agreement(tokens[0], cached) for cached in tokens[1:]]
 
     def _embed(self, prompt: str, vector: np.ndarray | None) -> np.ndarray:
         vectors = None if vector is None else np.asarray(vector)[None, ...]
@@ -338,6 +423,12 @@ class SemanticCache:
                 index = None  # unreadable file: rebuilt from SQLite below
         if index is None:
             index = make_index(self.index_kind, dim)
+        self._repair(scope_key, index)
+        self._indexes[scope_key] = index
+        return index
+
+    def _repair(self, scope_key: str, index: VectorIndex) -> None:
+        """Make the index hold exactly the scope's stored entries."""
         stored = self._table.ids(scope_key)
         present = index.labels()
         stale = present - stored
@@ -345,13 +436,36 @@ class SemanticCache:
             index.remove(np.fromiter(stale, dtype=np.int64, count=len(stale)))
         missing = stored - present
         if missing:
-            for ids, vectors in self._table.vectors(scope_key, dim):
+            for ids, vectors in self._table.vectors(scope_key, self.embedder.dim):
                 keep = np.isin(ids, np.fromiter(missing, dtype=np.int64, count=len(missing)))
                 index.add(ids[keep], vectors[keep])
         if stale or missing:
-            self._dirty[scope_key] = len(stale) + len(missing)
-        self._indexes[scope_key] = index
-        return index
+            self._dirty[scope_key] = self._dirty.get(scope_key, 0) + len(stale) + len(missing)
+        self._synced[scope_key] = max(stored, default=0)
+        self._ahead.pop(scope_key, None)
+        self._reconciled[scope_key] = time.monotonic()
+
+    def _catch_up(self, scope_key: str, index: VectorIndex) -> None:
+        """Index the entries other replicas stored in the scope since this one last looked.
+
+        Ids rise in insertion order, but a replica can commit a lower id after a higher one
+        was seen; the full comparison every ``_RECONCILE_SECONDS`` picks such an entry up
+        (until then it is only missed, never answered wrongly).
+        """
+        if time.monotonic() - self._reconciled.get(scope_key, 0.0) > _RECONCILE_SECONDS:
+            self._repair(scope_key, index)
+            return
+        own = self._ahead.get(scope_key, set())
+        synced = self._synced.get(scope_key, 0)
+        for ids, vectors in self._table.vectors(scope_key, self.embedder.dim, after=synced):
+            keep = np.array([i not in own for i in ids.tolist()], dtype=bool)
+            if keep.any():
+                index.add(ids[keep], vectors[keep])
+                self._touch(scope_key, int(keep.sum()))
+            synced = max(synced, int(ids[-1]))
+        self._synced[scope_key] = synced
+        if own:
+            own.difference_update([i for i in own if i <= synced])
 
     def _touch(self, scope_key: str, changes: int = 1) -> None:
         self._dirty[scope_key] = self._dirty.get(scope_key, 0) + changes

@@ -4,6 +4,7 @@ personal data combined into one :class:`GuardResult` per text."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,11 @@ def _check_threshold(threshold: float) -> float:
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     return float(threshold)
+
+
+def _overlap_pool() -> ThreadPoolExecutor:
+    """Threads that encode a text while the calling thread looks for personal data."""
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="govml-guard")
 
 
 class _HeadScorer:
@@ -124,22 +130,44 @@ class PromptGuard:
         if use_classifier:
             loaded = _resolve_head(head)
             self._scorer = _HeadScorer(loaded, embedder, loaded.categories)
+        self._pool = _overlap_pool()
 
     def check(self, text: str, *, embedding: np.ndarray | None = None) -> GuardResult:
         """Check one prompt. ``embedding`` (the prompt's vector from the same encoder, e.g.
         computed for the semantic cache) skips re-encoding a short, plain prompt."""
         return self.check_batch([text], embeddings=None if embedding is None else [embedding])[0]
 
-    def check_batch(self, texts: Sequence[str], *, embeddings: Sequence[np.ndarray] | None = None) -> list[GuardResult]:
-        """Check several prompts, encoding all their windows in one call."""
+    def check_batch(
+        self,
+        texts: Sequence[str],
+        *,
+        embeddings: Sequence[np.ndarray] | Future[np.ndarray | None] | None = None,
+    ) -> list[GuardResult]:
+        """Check several prompts, encoding all their windows in one call.
+
+        ``embeddings``: one vector per text from the guard's encoder, or a Future of them
+        (computed elsewhere while the guard looks for personal data; a Future that gives
+        None leaves the encoding to the guard)."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("check_batch() takes a list of strings")
         normalised = [normalise(t) for t in texts]
-        probabilities = self._probabilities(normalised, embeddings)
-        return [self._result(t, n, p) for t, n, p in zip(texts, normalised, probabilities, strict=True)]
+        scoring = None
+        if embeddings is None and self._scorer is not None and self.detect_pii:
+            # onnxruntime releases the GIL: the encoder runs while spaCy looks for names
+            scoring = self._pool.submit(self._probabilities, normalised, None)
+        findings = [find_pii(t, entities=self.pii_entities) if self.detect_pii else [] for t in texts]
+        if scoring is not None:
+            probabilities = scoring.result()
+        else:
+            vectors = embeddings.result() if isinstance(embeddings, Future) else embeddings
+            probabilities = self._probabilities(normalised, vectors)
+        return [
+            self._result(t, n, p, f)
+            for t, n, p, f in zip(texts, normalised, probabilities, findings, strict=True)
+        ]
 
     def _probabilities(
-        self, normalised: list[NormalisedText], embeddings: Sequence[np.ndarray] | None
+        self, normalised: list[NormalisedText], embeddings: Sequence[np.ndarray] | np.ndarray | None
     ) -> list[dict[str, float]]:
         if self._scorer is None:
             return [{} for _ in normalised]
@@ -158,7 +186,13 @@ class PromptGuard:
                 out.extend(self._scorer.probabilities([w], [s]))
         return out
 
-    def _result(self, text: str, normalised: NormalisedText, probabilities: dict[str, float]) -> GuardResult:
+    def _result(
+        self,
+        text: str,
+        normalised: NormalisedText,
+        probabilities: dict[str, float],
+        findings: list[PiiFinding],
+    ) -> GuardResult:
         layers: dict[str, float] = {"normalisation": OBFUSCATION_RISK if normalised.obfuscated else 0.0}
         categories: list[str] = []
         matches = match_rules(normalised.for_checking) if self.use_rules else []
@@ -168,7 +202,6 @@ class PromptGuard:
         if self._scorer is not None:
             layers["classifier"], fired = self._scorer.layer_risk(probabilities)
             categories.extend(c for c in fired if c not in categories)
-        findings = find_pii(text, entities=self.pii_entities) if self.detect_pii else []
         score = combine(layers)
         flagged = score < self.threshold
         if findings:
@@ -213,6 +246,7 @@ class OutputFilter:
         self.pii_entities = tuple(pii_entities)
         self.leak_min_words = leak_min_words
         self._scorer = _HeadScorer(_resolve_head(head), embedder, categories) if use_classifier else None
+        self._pool = _overlap_pool()
 
     def check(self, text: str, *, system_prompt: str | None = None) -> GuardResult:
         """Check one answer (or the window of a streamed answer)."""
@@ -221,14 +255,20 @@ class OutputFilter:
         layers: dict[str, float] = {}
         categories: list[str] = []
         probabilities: dict[str, float] = {}
+        windows, sentences = [text_windows(text)], [text_sentences(text)]
+        scoring = None
+        if self._scorer is not None and self.detect_pii:
+            # onnxruntime releases the GIL: the encoder runs while spaCy looks for names
+            scoring = self._pool.submit(self._scorer.probabilities, windows, sentences)
+        findings = find_pii(text, entities=self.pii_entities) if self.detect_pii else []
         if self._scorer is not None:
-            probabilities = self._scorer.probabilities([text_windows(text)], [text_sentences(text)])[0]
+            scored = scoring.result() if scoring is not None else self._scorer.probabilities(windows, sentences)
+            probabilities = scored[0]
             layers["classifier"], categories = self._scorer.layer_risk(probabilities)
         leaks = find_leaks(text, system_prompt, min_words=self.leak_min_words)
         layers["leak"] = LEAK_RISK if leaks else 0.0
         if leaks:
             categories.append("system_prompt_leak")
-        findings = find_pii(text, entities=self.pii_entities) if self.detect_pii else []
         if findings:
             categories.append("pii")
         score = combine(layers)
