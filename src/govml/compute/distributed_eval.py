@@ -12,15 +12,14 @@ the driver sums the counts and derives the rates fairlearn's MetricFrame compute
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from govml.compute.ray_session import cluster_cpus, ray_connection
+from govml.compute.ray_session import engine_executor
 from govml.config import ComputeConfig
 
 if TYPE_CHECKING:  # the counting tasks' workers need neither shap nor fairlearn
@@ -192,11 +191,6 @@ class RayEvaluation:
         ]
 
 
-@contextmanager
-def evaluation_executor(config: ComputeConfig) -> Iterator[RayEvaluation | None]:
+def evaluation_executor(config: ComputeConfig) -> AbstractContextManager[RayEvaluation | None]:
     """Who computes SHAP values and fairness counts: None (in process) for ``local``, Ray tasks for ``ray``."""
-    if config.engine == "local":
-        yield None
-        return
-    with ray_connection(address=config.address, num_cpus=config.num_cpus) as ray:
-        yield RayEvaluation(parallelism=cluster_cpus(ray))
+    return engine_executor(config, lambda cpus: RayEvaluation(parallelism=cpus))

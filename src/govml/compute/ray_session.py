@@ -7,12 +7,15 @@ this process (a notebook, a test fixture, ``ray.init`` by the caller) is left ru
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
+from typing import TypeVar
 
 from govml.config import ComputeConfig
 from govml.errors import ConfigError, GovmlError
+
+_Executor = TypeVar("_Executor")
 
 
 class ComputeError(GovmlError):
@@ -71,3 +74,13 @@ def compute_session(config: ComputeConfig) -> Iterator[None]:
         return
     with ray_connection(address=config.address, num_cpus=config.num_cpus):
         yield
+
+
+@contextmanager
+def engine_executor(config: ComputeConfig, make: Callable[[int], _Executor]) -> Iterator[_Executor | None]:
+    """None (work stays in process) for ``local``; for ``ray``, ``make(cluster CPUs)`` on an open connection."""
+    if config.engine == "local":
+        yield None
+        return
+    with ray_connection(address=config.address, num_cpus=config.num_cpus) as ray:
+        yield make(cluster_cpus(ray))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from govml.compute.ray_session import cluster_cpus, ray_connection
+from govml.compute.ray_session import engine_executor
 from govml.config import ComputeConfig
 from govml.training.search import BatchScorer, TrialExecutor, TrialProblem, fit_and_score
 
@@ -35,11 +34,6 @@ class RayTrialExecutor:
         return score_batch
 
 
-@contextmanager
-def trial_executor(config: ComputeConfig) -> Iterator[TrialExecutor | None]:
+def trial_executor(config: ComputeConfig) -> AbstractContextManager[TrialExecutor | None]:
     """The executor of the search's trials: None (in process) for ``local``, Ray tasks for ``ray``."""
-    if config.engine == "local":
-        yield None
-        return
-    with ray_connection(address=config.address, num_cpus=config.num_cpus) as ray:
-        yield RayTrialExecutor(parallelism=cluster_cpus(ray))
+    return engine_executor(config, lambda cpus: RayTrialExecutor(parallelism=cpus))
