@@ -104,6 +104,22 @@ def test_other_models_fall_back_to_sampled_kernel_shap() -> None:
                        model.predict_proba(rows)[:, 1], atol=1e-6)
 
 
+def test_kernel_shap_is_reproducible_under_concurrent_requests() -> None:
+    # the serving endpoint explains in a thread pool: rows explained at the same time in
+    # several threads get exactly the values they get alone
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y = german()
+    model = fit_pipeline(X, y, GaussianNB())
+    explainer = build_row_explainer(model, X.head(80))
+    batches = [X.iloc[300 + 2 * i : 302 + 2 * i] for i in range(8)]
+    alone = [explainer.explain(b).values for b in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda b: explainer.explain(b).values, batches))
+    for a, t in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a, t)
+
+
 def test_mitigated_model_is_explained_through_its_underlying_estimator(lgbm_model, adult_data) -> None:
     X, y = adult_data
     result = mitigate(lgbm_model, X.iloc[:2000], y[:2000], X.iloc[2000:], y[2000:], "sex",

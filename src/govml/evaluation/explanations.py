@@ -10,6 +10,7 @@ explainer the serving layer calls on each request.
 
 from __future__ import annotations
 
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -318,6 +319,10 @@ def _build_row_explainer(model_pipeline: Any, background: pd.DataFrame) -> RowEx
     return _kernel_explainer(pipeline, background, notes)
 
 
+#: numpy's global random state, which Kernel SHAP draws from: one seeded row at a time
+_GLOBAL_RNG = threading.Lock()
+
+
 def _kernel_explainer(pipeline: Any, background: pd.DataFrame, notes: list[str]) -> RowExplainer:
     columns = [str(c) for c in getattr(pipeline, "feature_names_in_", background.columns)]
     frame = background[columns]
@@ -335,17 +340,20 @@ def _kernel_explainer(pipeline: Any, background: pd.DataFrame, notes: list[str])
     n_samples = 2 * len(columns) + _KERNEL_EXTRA_SAMPLES
 
     def explain_raw(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        # Kernel SHAP samples coalitions from numpy's global RNG. Seeding it per row from the
-        # row's values gives a row the same attributions in any batch, process or Ray task.
-        state = np.random.get_state()
-        try:
-            per_row = []
-            for row in codec.encode(rows):
-                np.random.seed(zlib.crc32(row.tobytes()))
-                values = explainer.shap_values(row[None, :], nsamples=n_samples, l1_reg=False, silent=True)
-                per_row.append(np.stack(values, axis=-1) if isinstance(values, list) else np.asarray(values))
-        finally:
-            np.random.set_state(state)
+        # Kernel SHAP samples coalitions from numpy's global RNG (shap takes no Generator).
+        # Seeding it per row from the row's values gives a row the same attributions in any
+        # batch, process or Ray task; the lock keeps two threads (concurrent /explain
+        # requests) from drawing from the state the other one seeded.
+        per_row = []
+        for row in codec.encode(rows):
+            with _GLOBAL_RNG:
+                state = np.random.get_state()
+                try:
+                    np.random.seed(zlib.crc32(row.tobytes()))
+                    values = explainer.shap_values(row[None, :], nsamples=n_samples, l1_reg=False, silent=True)
+                finally:
+                    np.random.set_state(state)
+            per_row.append(np.stack(values, axis=-1) if isinstance(values, list) else np.asarray(values))
         return np.concatenate(per_row), np.asarray(explainer.expected_value)
 
     estimator = pipeline.steps[-1][1] if isinstance(pipeline, Pipeline) else pipeline
