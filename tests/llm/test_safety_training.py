@@ -60,6 +60,18 @@ def test_train_guard_is_deterministic_and_measured(small_data: Path, tmp_path: P
     assert metadata["held_out"]["combined"]["attack_recall"] == combined.attack_recall
 
 
+def test_the_split_does_not_depend_on_the_encoder_trained(small_data: Path, tmp_path: Path) -> None:
+    # near-duplicates are grouped with one fixed encoder, so two encoders are measured
+    # on the same held-out rows
+    compiled = train_guard(small_data, tmp_path / "a.npz", toxic_sample=100, embedder="minilm")
+    packaged = train_guard(
+        small_data, tmp_path / "b.npz", toxic_sample=100, embedder="minilm-packaged-int8"
+    )
+    assert compiled.split == packaged.split
+    assert load_head(tmp_path / "a.npz").embedder == "minilm"
+    assert load_head(tmp_path / "b.npz").embedder == "minilm-packaged-int8"
+
+
 def test_train_guard_rejects_incomplete_data(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="jailbreak_templates.jsonl"):
         train_guard(tmp_path, tmp_path / "head.npz")

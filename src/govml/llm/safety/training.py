@@ -40,6 +40,9 @@ ATTACKS = ("jailbreak", "harmful")
 # budget holds for every benign source on its own (role-play, security questions, tweets,
 # ...), not for their mix, so thousands of easy negatives cannot hide a bad source.
 FPR_TARGETS = {"jailbreak": 0.04, "harmful": 0.04, "toxic": 0.02}
+#: the encoder whose vectors group near-duplicates for the split: the packaged graph,
+#: within 0.999 cosine of fp32 MiniLM and independent of the encoder being trained
+SPLIT_EMBEDDER = "minilm-packaged-int8"
 # Inverse regularisation of the logistic heads (0.5 and 1 measured alike; 0.5 is the
 # stabler of the two across split seeds).
 HEAD_C = 0.5
@@ -181,16 +184,22 @@ def train_guard(
     fpr_targets: dict[str, float] | None = None,
     toxic_sample: int = 2500,
     embedder: str = "minilm",
+    split_embedder: str = SPLIT_EMBEDDER,
 ) -> GuardTrainingReport:
     """Train the heads on ``data_dir`` (the layout of ``shared/data/llm``), measure each
     layer on a source-held-out split, refit on everything and write ``out`` (.npz) and
-    its .json side-car. Deterministic: same data and seed, same bytes."""
+    its .json side-car. Deterministic: same data and seed, same bytes.
+
+    ``split_embedder`` decides which rows are near-duplicates (and so held out
+    together); it is fixed apart from ``embedder`` so that two encoders are measured on
+    the same held-out rows."""
     started = time.perf_counter()
     targets = dict(FPR_TARGETS if fpr_targets is None else fpr_targets)
     examples = load_examples(Path(data_dir), toxic_sample=toxic_sample, seed=seed)
     labels = [ex.label for ex in examples]
     vectors = _encode([ex.text for ex in examples], embedder)
-    groups = merge_near_duplicates(examples, vectors, threshold=NEAR_DUPLICATE)
+    reference = vectors if split_embedder == embedder else _encode([ex.text for ex in examples], split_embedder)
+    groups = merge_near_duplicates(examples, reference, threshold=NEAR_DUPLICATE)
     held = np.asarray(source_split(examples, groups, test_fraction=test_fraction, seed=seed))
     train_idx, test_idx = np.flatnonzero(~held), np.flatnonzero(held)
     train_examples = [examples[i] for i in train_idx]
@@ -215,7 +224,8 @@ def train_guard(
             f"per source, whole groups held out until {test_fraction:.0%} of its rows: "
             "jailbreak families (template name without version, pliny/<vendor>, DAN "
             "variants, nesting), connected components of near-duplicates by cosine "
-            f"{NEAR_DUPLICATE}, role-play acts, paraphrase pairs, project topics; seed {seed}"
+            f"{NEAR_DUPLICATE} ({split_embedder} vectors), role-play acts, paraphrase pairs, "
+            f"project topics; seed {seed}"
         ),
         train_rows=dict(Counter(examples[i].source for i in train_idx)),
         test_rows=dict(Counter(examples[i].source for i in test_idx)),

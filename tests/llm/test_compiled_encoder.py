@@ -1,0 +1,62 @@
+"""The MiniLM compiled here: where it is kept, what the graph holds, that it is rebuilt the
+same way, and the errors a broken install gets."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from govml.errors import GovmlError
+from govml.llm.compiled_encoder import build_compiled_minilm, model_cache_dir
+from govml.llm.embedding import _MINILM, embedder_identity, get_embedder, packaged_model_dir
+
+
+def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GOVML_MODEL_CACHE", str(tmp_path / "models"))
+    assert model_cache_dir() == tmp_path / "models"
+    monkeypatch.delenv("GOVML_MODEL_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert model_cache_dir() == tmp_path / "xdg" / "govml" / "models"
+
+
+def test_a_model_folder_without_weights_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(GovmlError, match="model.safetensors"):
+        build_compiled_minilm(tmp_path, cache_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_embedder_runs_the_fused_int8_graph() -> None:
+    embedder = get_embedder("minilm")
+    model_file = embedder.model_file  # type: ignore[attr-defined]
+    ops = Counter(node.op_type for node in onnx.load(str(model_file)).graph.node)
+    # fused attention on int8 weights, int8 matrix products: what makes it fast; the
+    # embeddings and the feed-forward outputs stay float: what keeps it close to fp32
+    assert ops["QAttention"] == 6
+    assert ops["MatMulInteger"] == 12
+    assert ops["MatMul"] == 6
+    assert ops["EmbedLayerNormalization"] == 1
+    assert embedder_identity(embedder) == f"minilm:{model_file.name}"
+
+
+def test_a_text_gets_the_same_vector_alone_and_in_a_batch() -> None:
+    # dynamic quantisation scales a whole input tensor: batch-mates would change a vector
+    embedder = get_embedder("minilm")
+    texts = ["short", "a much longer sentence about tax returns " * 10, "medium length text"]
+    alone = np.vstack([embedder.encode([t]) for t in texts])
+    np.testing.assert_array_equal(embedder.encode(texts), alone)
+
+
+@pytest.mark.slow
+def test_the_build_is_reproducible(tmp_path: Path) -> None:
+    built = build_compiled_minilm(packaged_model_dir(_MINILM), cache_dir=tmp_path)
+    shipped = get_embedder("minilm").model_file  # type: ignore[attr-defined]
+    assert built.name == shipped.name
+    assert built.read_bytes() == shipped.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == [built.name]  # no build folder left behind
+    stamp = built.stat().st_mtime_ns
+    assert build_compiled_minilm(packaged_model_dir(_MINILM), cache_dir=tmp_path) == built
+    assert built.stat().st_mtime_ns == stamp  # found, not rebuilt
