@@ -168,6 +168,25 @@ def test_entries_survive_a_restart(tmp_path: Path, embedder: Embedder) -> None:
         assert found.entry is not None and found.entry.answer == "Settings > Billing"
 
 
+def test_entries_of_another_encoder_are_dropped_on_open(
+    tmp_path: Path, embedder: Embedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # vectors of two encoders are not comparable: one index must never hold both
+    with SemanticCache(tmp_path, embedder=get_embedder("minilm-packaged-int8")) as c:
+        c.store(scope(), "How do I reset my password?", "Click 'Forgot password'.")
+    with SemanticCache(tmp_path, embedder=embedder) as c:
+        assert c.count(scope()) == 0
+        assert c.lookup(scope(), "How do I reset my password?").status == "miss"
+        c.store(scope(), "How do I reset my password?", "Use the reset link.")
+    assert "dropped 1 entries stored with another encoder" in caplog.text
+    caplog.clear()
+    with SemanticCache(tmp_path, embedder=embedder) as c:  # same encoder: kept
+        found = c.lookup(scope(), "How can I reset my password?")
+        assert found.status == "hit" and found.entry is not None
+        assert found.entry.answer == "Use the reset link."
+    assert "another encoder" not in caplog.text
+
+
 def test_index_is_repaired_after_a_crash(tmp_path: Path, embedder: Embedder) -> None:
     c = SemanticCache(tmp_path, embedder=embedder)
     c.store(scope(), "How do I cancel my subscription?", "Settings > Billing")

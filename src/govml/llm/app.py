@@ -191,7 +191,13 @@ class _ChatPipeline:
         turns = user_turns(self.request.messages)
         with _gateway_step(trace, "input_check"):
             verdict = gateway.safety.check_input(
-                route, self.request.messages, encode=lambda texts: gateway.cache.encode(route, texts)
+                route,
+                self.request.messages,
+                encode=(
+                    (lambda texts: gateway.cache.encode(route, texts))
+                    if gateway.guard_uses_cache_vectors
+                    else None
+                ),
             )
         vectors = verdict.vectors
         trace.input = verdict.view

@@ -25,6 +25,16 @@ def llm_home(home: Path | None = None) -> Path:
     return folder
 
 
+def _same_encoder(guard: PromptGuard | None, cache: object | None) -> bool:
+    from govml.llm.embedding import embedder_identity
+
+    guard_encoder = guard.embedder if guard is not None else None
+    cache_encoder = getattr(cache, "embedder", None)
+    if guard_encoder is None or cache_encoder is None:
+        return False
+    return embedder_identity(guard_encoder) == embedder_identity(cache_encoder)  # type: ignore[arg-type]
+
+
 @dataclass
 class Gateway:
     config: GatewayConfig
@@ -38,6 +48,9 @@ class Gateway:
     request_log: RequestLog | None
     owned_backends: list[Backend] = field(default_factory=list)
     owns_cache: bool = False
+    #: the guard reads the cache's prompt vectors (one encoding) only when both use the
+    #: same encoder; otherwise each encodes the prompt itself
+    guard_uses_cache_vectors: bool = False
 
     @classmethod
     def from_config(
@@ -109,6 +122,7 @@ class Gateway:
             request_log=request_log,
             owned_backends=owned,
             owns_cache=cache is None and config.cache.enabled,
+            guard_uses_cache_vectors=_same_encoder(guard, semantic_cache if config.cache.enabled else None),
         )
 
     def close(self) -> None:

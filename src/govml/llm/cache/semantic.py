@@ -13,6 +13,7 @@ repaired from the entries when it is missing or stale.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -28,8 +29,10 @@ from govml.llm.cache.agreement import prompts_agree, token_agreement
 from govml.llm.cache.entries import CacheEntry, EntryTable
 from govml.llm.cache.index import INDEX_KINDS, VectorIndex, load_index, make_index
 from govml.llm.cache.scope import CacheScope, sha256_hex
-from govml.llm.embedding import Embedder, TokenEncoder, get_embedder
+from govml.llm.embedding import Embedder, TokenEncoder, embedder_identity, get_embedder
 from govml.storage import parse_storage_url
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -189,6 +192,13 @@ class SemanticCache:
         self._dirty: dict[str, int] = {}
         self._lock = threading.RLock()
         self._stores = 0
+        dropped = self._table.claim_encoder(embedder_identity(self.embedder))
+        if dropped:
+            # the index files heal themselves: _repair drops labels the table no longer has
+            _log.warning(
+                "cache %s: dropped %d entries stored with another encoder than %s",
+                self.directory, dropped, embedder_identity(self.embedder),
+            )
         self._count = self._table.count()  # kept in step under self._lock
 
     # -- public API -------------------------------------------------------------------

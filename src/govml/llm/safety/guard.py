@@ -132,6 +132,12 @@ class PromptGuard:
             self._scorer = _HeadScorer(loaded, embedder, loaded.categories)
         self._pool = _overlap_pool()
 
+    @property
+    def embedder(self) -> object | None:
+        """The encoder the classifier heads read (None with the classifier off): vectors
+        passed to :meth:`check` must come from it."""
+        return self._scorer.embedder if self._scorer is not None else None
+
     def check(self, text: str, *, embedding: np.ndarray | None = None) -> GuardResult:
         """Check one prompt. ``embedding`` (the prompt's vector from the same encoder, e.g.
         computed for the semantic cache) skips re-encoding a short, plain prompt."""
