@@ -29,6 +29,13 @@ def test_a_model_folder_without_weights_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_an_unwritable_cache_folder_says_what_to_set(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(GovmlError, match="GOVML_MODEL_CACHE"):
+        build_compiled_minilm(packaged_model_dir(_MINILM), cache_dir=blocker / "models")
+
+
 def test_default_embedder_runs_the_fused_int8_graph() -> None:
     embedder = get_embedder("minilm")
     model_file = embedder.model_file  # type: ignore[attr-defined]

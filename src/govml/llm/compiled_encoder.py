@@ -125,7 +125,7 @@ def _fuse_and_quantise(fp32: Path, target: Path) -> None:
     if not stats.get("Attention"):
         raise GovmlError(
             "onnxruntime's optimizer found no attention to fuse in the exported MiniLM; "
-            f"the export changed shape (fused: {stats}); use embedder 'minilm' instead"
+            f"the export changed shape (fused: {stats}); use embedder 'minilm-packaged-int8'"
         )
     fused_file = fp32.with_name("fused.onnx")
     fused.save_model_to_file(str(fused_file))
@@ -159,13 +159,17 @@ def build_compiled_minilm(model_dir: Path, *, cache_dir: Path | None = None) -> 
     target = folder / f"all-minilm-l6-v2-int8-{_build_key(weights)}.onnx"
     if target.is_file():
         return target
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.TemporaryDirectory(dir=folder, prefix=".build-")
+    except OSError as err:
+        raise GovmlError(
+            f"cannot write the compiled MiniLM to {folder} ({err.strerror}); set "
+            "GOVML_MODEL_CACHE to a writable folder, or use embedder 'minilm-packaged-int8'"
+        ) from err
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _log.info("building the int8 MiniLM encoder into %s (once, about 15 s)", target)
-    with (
-        tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as work,
-        warnings.catch_warnings(),
-    ):
+    with probe as work, warnings.catch_warnings():
         # the tracer's and the quantiser's advice is about other graphs: this one is
         # checked against fp32 in tests/llm/test_compiled_encoder.py
         warnings.simplefilter("ignore")
