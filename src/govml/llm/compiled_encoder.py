@@ -161,7 +161,7 @@ def build_compiled_minilm(model_dir: Path, *, cache_dir: Path | None = None) -> 
         return target
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.TemporaryDirectory(dir=folder, prefix=".build-")
+        workspace = tempfile.TemporaryDirectory(dir=folder, prefix=".build-")
     except OSError as err:
         raise GovmlError(
             f"cannot write the compiled MiniLM to {folder} ({err.strerror}); set "
@@ -169,7 +169,7 @@ def build_compiled_minilm(model_dir: Path, *, cache_dir: Path | None = None) -> 
         ) from err
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _log.info("building the int8 MiniLM encoder into %s (once, about 15 s)", target)
-    with probe as work, warnings.catch_warnings():
+    with workspace as work, warnings.catch_warnings():
         # the tracer's and the quantiser's advice is about other graphs: this one is
         # checked against fp32 in tests/llm/test_compiled_encoder.py
         warnings.simplefilter("ignore")

@@ -91,13 +91,13 @@ class Gateway:
             guard, output_filter = None, None
         semantic_cache = cache
         if config.cache.enabled and semantic_cache is None:
-            from govml.llm.cache import DEFAULT_THRESHOLD, SemanticCache
+            from govml.llm.cache import SemanticCache
             from govml.llm.embedding import get_embedder
 
             semantic_cache = SemanticCache(
                 config.cache.directory or folder / "cache",
                 embedder=get_embedder(config.cache.embedder),
-                threshold=config.cache.threshold or DEFAULT_THRESHOLD,
+                threshold=config.cache.threshold,  # None: the cache's measured default
                 ttl_seconds=config.cache.ttl_seconds,
                 max_entries=config.cache.max_entries,
                 cache_sampled=config.cache.cache_sampled,

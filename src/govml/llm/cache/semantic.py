@@ -192,12 +192,13 @@ class SemanticCache:
         self._dirty: dict[str, int] = {}
         self._lock = threading.RLock()
         self._stores = 0
-        dropped = self._table.claim_encoder(embedder_identity(self.embedder))
+        encoder = embedder_identity(self.embedder)
+        dropped = self._table.claim_encoder(encoder)
         if dropped:
             # the index files heal themselves: _repair drops labels the table no longer has
             _log.warning(
                 "cache %s: dropped %d entries stored with another encoder than %s",
-                self.directory, dropped, embedder_identity(self.embedder),
+                self.directory, dropped, encoder,
             )
         self._count = self._table.count()  # kept in step under self._lock
 
