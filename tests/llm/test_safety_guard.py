@@ -104,19 +104,26 @@ def test_precomputed_embedding_gives_same_result(guard: PromptGuard) -> None:
 
 
 def test_embeddings_computed_while_the_guard_looks_for_personal_data(guard: PromptGuard) -> None:
-    from concurrent.futures import ThreadPoolExecutor
+    import threading
 
     from govml.llm.embedding import get_embedder
 
     texts = [ATTACKS[2], "My name is John Smith, email john.smith@example.com. Draft a cover letter."]
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(get_embedder().encode, texts)
-        from_future = guard.check_batch(texts, embeddings=pending)
-        left_to_guard = guard.check_batch(texts, embeddings=pool.submit(lambda: None))
-    for result, alone in zip(from_future, guard.check_batch(texts), strict=True):
+    callers: list[str] = []
+
+    def encode(items: list[str]) -> np.ndarray:
+        callers.append(threading.current_thread().name)
+        return get_embedder().encode(items)
+
+    given = guard.check_batch(texts, encode=encode)
+    # the encoder runs on the calling thread (onnxruntime releases the GIL), spaCy beside it
+    assert callers == [threading.current_thread().name]
+    left_to_guard = guard.check_batch(texts, encode=lambda items: None)
+    for result, alone in zip(given, guard.check_batch(texts), strict=True):
         assert result.category_scores == pytest.approx(alone.category_scores, abs=1e-5)
         assert result.pii == alone.pii and result.flagged == alone.flagged
     assert [r.category_scores for r in left_to_guard] == [r.category_scores for r in guard.check_batch(texts)]
+    assert [f.entity_type for f in given[1].pii] == ["PERSON", "EMAIL_ADDRESS"]
 
 
 def test_layers_can_be_switched_off() -> None:

@@ -126,7 +126,6 @@ class Gateway:
         )
 
     def close(self) -> None:
-        self.safety.close()
         if self.request_log is not None:
             self.request_log.close()
         if self.owns_cache:

@@ -4,7 +4,6 @@ and the model, the answer check after (whole answers, or a stream window by wind
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,7 +72,6 @@ class SafetySteps:
         self._guard = guard
         self._filter = output_filter
         self._config = config
-        self._encoders = ThreadPoolExecutor(max_workers=4, thread_name_prefix="govml-encode")
 
     def check_input(
         self,
@@ -93,8 +91,13 @@ class SafetySteps:
         if self._guard is None or not users:
             vectors = encode(texts) if encode is not None and texts else None
             return InputVerdict(messages=messages, view=SKIPPED, vectors=vectors)
-        pending = self._encoders.submit(encode, texts) if encode is not None else None
-        results = self._guard.check_batch(texts, embeddings=pending)
+        kept: list[np.ndarray | None] = [None]
+
+        def encode_and_keep(items: list[str]) -> np.ndarray | None:
+            kept[0] = encode(items) if encode is not None else None
+            return kept[0]
+
+        results = self._guard.check_batch(texts, encode=encode_and_keep)
         decisions = [
             apply_policy(r, route.policy.input, text=messages[i].content)
             for i, r in zip(users, results, strict=True)
@@ -109,7 +112,7 @@ class SafetySteps:
             messages=tuple(updated),
             view=_view(results, action),
             reason=reason,
-            vectors=pending.result() if pending is not None else None,
+            vectors=kept[0],
         )
 
     def check_output(
@@ -123,9 +126,6 @@ class SafetySteps:
         return OutputVerdict(
             text=decision.text, view=_view([result], decision.action), reason=decision.reason
         )
-
-    def close(self) -> None:
-        self._encoders.shutdown(wait=False)
 
     def stream_filter(self, system_prompt: str | None) -> StreamingOutputFilter | None:
         if self._filter is None:

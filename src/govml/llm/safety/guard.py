@@ -3,9 +3,10 @@ personal data combined into one :class:`GuardResult` per text."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -44,9 +45,34 @@ def _check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
+_T = TypeVar("_T")
+
+
 def _overlap_pool() -> ThreadPoolExecutor:
-    """Threads that encode a text while the calling thread looks for personal data."""
+    """Threads that look for personal data while the calling thread encodes."""
     return ThreadPoolExecutor(max_workers=4, thread_name_prefix="govml-guard")
+
+
+def _beside_pii(
+    pool: ThreadPoolExecutor | None,
+    entities: Sequence[str],
+    texts: Sequence[str],
+    scoring: Callable[[], _T],
+) -> tuple[_T, list[list[PiiFinding]]]:
+    """Run ``scoring`` (the encoder) on this thread while a pool thread looks for personal
+    data in ``texts`` (no pool: no personal-data check).
+
+    This way round because onnxruntime releases the GIL for its whole run and spaCy
+    holds it: a pool thread that had to encode waited 1-3 ms for the GIL before it could
+    start, while this thread ran spaCy (measured in docs/llm-gateway.md)."""
+    if pool is None:
+        return scoring(), [[] for _ in texts]
+    pending = pool.submit(lambda: [find_pii(t, entities=entities) for t in texts])
+    try:
+        scored = scoring()
+    finally:
+        findings = pending.result()
+    return scored, findings
 
 
 class _HeadScorer:
@@ -147,26 +173,26 @@ class PromptGuard:
         self,
         texts: Sequence[str],
         *,
-        embeddings: Sequence[np.ndarray] | Future[np.ndarray | None] | None = None,
+        embeddings: Sequence[np.ndarray] | np.ndarray | None = None,
+        encode: Callable[[list[str]], Sequence[np.ndarray] | np.ndarray | None] | None = None,
     ) -> list[GuardResult]:
         """Check several prompts, encoding all their windows in one call.
 
-        ``embeddings``: one vector per text from the guard's encoder, or a Future of them
-        (computed elsewhere while the guard looks for personal data; a Future that gives
-        None leaves the encoding to the guard)."""
+        ``embeddings``: one vector per text from the guard's encoder. ``encode``: a
+        function giving them (e.g. the semantic cache's, which keeps them), called while
+        the guard looks for personal data; when it gives None the guard encodes."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("check_batch() takes a list of strings")
         normalised = [normalise(t) for t in texts]
-        scoring = None
-        if embeddings is None and self._scorer is not None and self.detect_pii:
-            # onnxruntime releases the GIL: the encoder runs while spaCy looks for names
-            scoring = self._pool.submit(self._probabilities, normalised, None)
-        findings = [find_pii(t, entities=self.pii_entities) if self.detect_pii else [] for t in texts]
-        if scoring is not None:
-            probabilities = scoring.result()
-        else:
-            vectors = embeddings.result() if isinstance(embeddings, Future) else embeddings
-            probabilities = self._probabilities(normalised, vectors)
+
+        def scoring() -> list[dict[str, float]]:
+            vectors = embeddings
+            if vectors is None and encode is not None:
+                vectors = encode(list(texts))
+            return self._probabilities(normalised, vectors)
+
+        pool = self._pool if self.detect_pii else None
+        probabilities, findings = _beside_pii(pool, self.pii_entities, texts, scoring)
         return [
             self._result(t, n, p, f)
             for t, n, p, f in zip(texts, normalised, probabilities, findings, strict=True)
@@ -261,16 +287,17 @@ class OutputFilter:
         layers: dict[str, float] = {}
         categories: list[str] = []
         probabilities: dict[str, float] = {}
-        windows, sentences = [text_windows(text)], [text_sentences(text)]
-        scoring = None
-        if self._scorer is not None and self.detect_pii:
-            # onnxruntime releases the GIL: the encoder runs while spaCy looks for names
-            scoring = self._pool.submit(self._scorer.probabilities, windows, sentences)
-        findings = find_pii(text, entities=self.pii_entities) if self.detect_pii else []
-        if self._scorer is not None:
-            scored = scoring.result() if scoring is not None else self._scorer.probabilities(windows, sentences)
+        scorer = self._scorer
+        pool = self._pool if self.detect_pii else None
+        scored, (findings,) = _beside_pii(
+            pool,
+            self.pii_entities,
+            [text],
+            lambda: scorer.probabilities([text_windows(text)], [text_sentences(text)]) if scorer else None,
+        )
+        if scorer is not None and scored is not None:
             probabilities = scored[0]
-            layers["classifier"], categories = self._scorer.layer_risk(probabilities)
+            layers["classifier"], categories = scorer.layer_risk(probabilities)
         leaks = find_leaks(text, system_prompt, min_words=self.leak_min_words)
         layers["leak"] = LEAK_RISK if leaks else 0.0
         if leaks:
