@@ -46,7 +46,7 @@ __all__ = [
 #: cosine similarity a stored prompt needs to answer a new one (second check on, no token
 #: check): the lowest threshold with at most 2% false hits on the tuning half of
 #: paraphrase_pairs.json (docs/llm-cache.md)
-DEFAULT_THRESHOLD = 0.90
+DEFAULT_THRESHOLD = 0.91
 #: token agreement a candidate needs when the token check is on (opt-in: it costs one
 #: encoder call per near hit): the lowest with at most 2% false hits on the tuning half
 DEFAULT_TOKEN_THRESHOLD = 0.81
