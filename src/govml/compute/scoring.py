@@ -11,6 +11,7 @@ class index for classifiers, see docs/architecture.md), and for classifiers
 from __future__ import annotations
 
 import itertools
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,15 +207,32 @@ def score_file_ray(
                 # One CPU stays free for the read and write tasks, or they wait on the actors forever.
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cluster_cpus(ray) - 1)),
             )
-            if out_kind == "parquet":
-                scored.write_parquet(str(target))
-            else:
-                scored.write_csv(str(target))
+            _write_parts_in_order(scored, target, out_kind, chunk_rows)
         except ray.exceptions.RayTaskError as exc:
             raise DataError(f"{source}: scoring failed on a Ray worker: {exc.cause!r}") from None
         finally:
             context.execution_options.preserve_order, context.enable_progress_bars = saved
     return _result(model, "ray", source, target, _rows_written(target, out_kind), None, started)
+
+
+def _write_parts_in_order(scored: Any, target: Path, kind: str, chunk_rows: int) -> None:
+    """Write the scores as ``part-00000.<kind>``, ... of ``chunk_rows`` rows each, in input
+    order, from the driver.
+
+    Ray's own ``write_parquet`` names a part after its write task, and the tasks did not
+    always follow the input: one CI run in several read the parts back in another order.
+    ``preserve_order`` does hold for the batches the driver iterates, so the driver
+    writes; it receives only the scores and the ``--keep`` columns. A failed run leaves
+    no folder behind."""
+    target.mkdir(parents=True)
+    try:
+        batches = scored.iter_batches(batch_size=chunk_rows, batch_format="pyarrow")
+        for index, batch in enumerate(batches):
+            with chunk_writer(target / f"part-{index:05d}.{kind}", batch.schema) as writer:
+                writer.write(batch)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
 
 
 def _rows_written(folder: Path, kind: str) -> int:
