@@ -201,8 +201,12 @@ def _print_summary(figures: dict[str, Any]) -> None:
         if "curve" in cache:
             cv = cache["curve"]
             print(
-                f"curve, report part at threshold {cv['chosen_threshold']}: "
-                f"{cv['report_at_chosen']}; target met: {cv['target_met']}"
+                f"curve, report part at the default (token check {cv['chosen_token_threshold']}): "
+                f"{cv['report_at_chosen_token_threshold']}"
+            )
+            print(
+                f"  token check off (cosine {cv['chosen_threshold']}): {cv['report_at_chosen']};"
+                f" target met: {cv['target_met']}"
             )
     print(f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 

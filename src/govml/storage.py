@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +160,21 @@ class Database:
                 self.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
             for statement in statements:
                 self.execute(statement.format(**types))
+
+    def ensure_columns(self, table: str, columns: Mapping[str, str]) -> None:
+        """Add the nullable ``columns`` (name -> type, ``{blob}`` etc. filled in) that an
+        existing ``table`` from an older govml lacks; names are govml's own, not user input."""
+        types = _TYPES[self.dialect]
+        with self.transaction():
+            if self.dialect == "postgresql":
+                self.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+                for name, kind in columns.items():
+                    self.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind.format(**types)}")
+                return
+            present = {row[1] for row in self.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in present:
+                    self.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind.format(**types)}")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.lock:

@@ -209,3 +209,29 @@ def running_gateway(
     )
     with serve(create_app(gateway)) as url:
         yield url, gateway
+
+
+class CountingEncoder:
+    """The shipped MiniLM, counting the texts it encodes (same identity, so a gateway's
+    guard still reads its vectors)."""
+
+    def __init__(self) -> None:
+        from govml.llm.embedding import get_embedder
+
+        self._inner = get_embedder("minilm")
+        self.name = self._inner.name
+        self.model_file = self._inner.model_file  # type: ignore[attr-defined]
+        self.dim = self._inner.dim
+        self.texts = 0
+
+    def encode(self, texts: list[str]) -> Any:
+        self.texts += len(texts)
+        return self._inner.encode(texts)
+
+    def encode_tokens(self, texts: list[str]) -> Any:
+        self.texts += len(texts)
+        return self._inner.encode_tokens(texts)  # type: ignore[attr-defined]
+
+    def encode_with_tokens(self, texts: list[str]) -> Any:
+        self.texts += len(texts)
+        return self._inner.encode_with_tokens(texts)  # type: ignore[attr-defined]

@@ -142,3 +142,37 @@ def test_a_cache_on_another_encoder_does_not_feed_the_guard(alpha, tmp_path) -> 
     raw = gateway_yaml({"alpha": alpha[0]})
     with running_gateway(raw, tmp_path / "same", guard=guard) as (_, gateway):
         assert gateway.guard_uses_cache_vectors
+
+
+def test_a_hit_encodes_the_prompt_once_for_guard_cache_and_token_check(alpha, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from govml.llm.cache import SemanticCache
+    from tests.llm.live import CountingEncoder
+
+    counting = CountingEncoder()
+    cache = SemanticCache(tmp_path / "cache", embedder=counting)
+    raw = gateway_yaml({"alpha": alpha[0]})
+    with running_gateway(raw, tmp_path, cache=cache) as (url, gateway):
+        assert gateway.guard_uses_cache_vectors and cache.token_threshold is not None
+        assert ask(url, ALICE, QUESTION).headers["x-govml-cache"] == "miss"
+        assert counting.texts == 1  # the guard's encoding served the lookup and the store
+        hit = ask(url, ALICE, PARAPHRASE)
+        assert hit.headers["x-govml-cache"] == "hit"
+        assert counting.texts == 2  # and the token check read the stored token vectors
+
+
+def test_token_check_is_set_from_the_yaml(alpha, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # a cached prompt that says less than the question: the cosine gate lets it through,
+    # the token check does not
+    short, asked = (
+        "The documentation explains things.",
+        "Tutorials, how-to guides, audio, vision, text and tabular data are covered in the documentation.",
+    )
+    for token_check, expected in ((True, "miss"), (False, "hit")):
+        raw = gateway_yaml(
+            {"alpha": alpha[0]},
+            safety={"enabled": False},
+            cache={"threshold": 0.5, "token_check": token_check},
+        )
+        with running_gateway(raw, tmp_path / str(token_check)) as (url, _):
+            assert ask(url, ALICE, short).headers["x-govml-cache"] == "miss"
+            assert ask(url, ALICE, asked).headers["x-govml-cache"] == expected

@@ -12,6 +12,7 @@ from govml.errors import ConfigError
 from govml.llm.cache import DEFAULT_THRESHOLD, CacheScope, SemanticCache
 from govml.llm.cache.semantic import DEFAULT_TOKEN_THRESHOLD, TOKEN_CHECK_GATE
 from govml.llm.embedding import Embedder, get_embedder
+from tests.llm.live import CountingEncoder
 
 GREEDY = {"temperature": 0}
 
@@ -306,7 +307,7 @@ def test_token_check_refuses_a_cached_prompt_that_says_less(tmp_path: Path, embe
         c.store(scope(), full, "full answer")
         found = c.lookup(scope(), asked)
         assert found.hit and found.entry is not None and found.entry.answer == "full answer"
-    with SemanticCache(tmp_path / "off", embedder=embedder, threshold=0.5) as c:
+    with SemanticCache(tmp_path / "off", embedder=embedder, threshold=0.5, token_threshold=None) as c:
         c.store(scope(), "The documentation explains things.", "short answer")
         assert c.lookup(scope(), asked).hit  # cosine and the lexical check alone let it through
 
@@ -321,16 +322,72 @@ class _NoTokens:
         return get_embedder("minilm").encode(texts)
 
 
-def test_token_check_is_opt_in_and_sets_its_own_gate(tmp_path: Path, embedder: Embedder) -> None:
+def test_token_check_is_on_by_default_and_sets_its_own_gate(tmp_path: Path, embedder: Embedder) -> None:
     with SemanticCache(tmp_path / "a", embedder=embedder) as c:
+        assert c.token_threshold == DEFAULT_TOKEN_THRESHOLD and c.threshold == TOKEN_CHECK_GATE
+    with SemanticCache(tmp_path / "b", embedder=embedder, token_threshold=None) as c:
         assert c.token_threshold is None and c.threshold == DEFAULT_THRESHOLD
-    with SemanticCache(tmp_path / "b", embedder=embedder, token_threshold=DEFAULT_TOKEN_THRESHOLD) as c:
-        assert c.threshold == TOKEN_CHECK_GATE
 
 
 def test_token_check_needs_token_vectors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="token_threshold=None"):
-        SemanticCache(tmp_path, embedder=_NoTokens(), token_threshold=0.81)
-    with SemanticCache(tmp_path, embedder=_NoTokens()) as c:
+        SemanticCache(tmp_path, embedder=_NoTokens())
+    with SemanticCache(tmp_path, embedder=_NoTokens(), token_threshold=None) as c:
         c.store(scope(), "How do I reset my password?", "Forgot password link")
         assert c.lookup(scope(), "How can I reset my password?").hit
+
+
+def test_a_hit_with_the_prompts_vectors_given_runs_no_encoder(tmp_path: Path) -> None:
+    counting = CountingEncoder()
+    with SemanticCache(tmp_path, embedder=counting) as c:
+        (vector,), (tokens,) = c.embed(["How do I reset my password?"])
+        c.store(scope(), "How do I reset my password?", "Forgot password link", vector=vector, tokens=tokens)
+        (asked_vector,), (asked_tokens,) = c.embed(["How can I reset my password?"])
+        assert counting.texts == 2
+        found = c.lookup(scope(), "How can I reset my password?", vector=asked_vector, tokens=asked_tokens)
+        assert found.hit and counting.texts == 2  # the stored token vectors were read, not encoded
+
+
+def test_an_entry_stored_without_token_vectors_is_encoded_once(tmp_path: Path) -> None:
+    counting = CountingEncoder()
+    with SemanticCache(tmp_path, embedder=counting) as c:
+        (vector,), _ = c.embed(["How do I reset my password?"])
+        c.store(scope(), "How do I reset my password?", "Forgot password link", vector=vector)
+        (asked_vector,), (asked_tokens,) = c.embed(["How can I reset my password?"])
+        before = counting.texts
+        assert c.lookup(scope(), "How can I reset my password?", vector=asked_vector, tokens=asked_tokens).hit
+        assert counting.texts == before + 1  # the cached prompt, once
+        assert c.lookup(scope(), "How can I reset my password?", vector=asked_vector, tokens=asked_tokens).hit
+        assert counting.texts == before + 1
+
+
+def test_a_table_from_before_token_vectors_gains_the_column(tmp_path: Path, embedder: Embedder) -> None:
+    import sqlite3
+
+    with SemanticCache(tmp_path, embedder=embedder) as c:
+        c.store(scope(), "How do I reset my password?", "Forgot password link")
+    with sqlite3.connect(tmp_path / "cache.db") as db:
+        db.execute("ALTER TABLE entries DROP COLUMN tokens")
+    with SemanticCache(tmp_path, embedder=embedder) as c:
+        found = c.lookup(scope(), "How can I reset my password?")
+        assert found.hit and found.entry is not None
+        assert c.entry_tokens([found.entry])[found.entry.id].shape[1] == embedder.dim
+    with sqlite3.connect(tmp_path / "cache.db") as db:
+        (stored,) = db.execute("SELECT tokens FROM entries").fetchone()
+    assert stored is not None  # computed on the first near hit and kept
+
+
+def test_token_vectors_are_stored_in_int8_within_a_hundredth() -> None:
+    from govml.llm.cache.entries import pack_tokens, unpack_tokens
+
+    tokens = get_embedder("minilm").encode_tokens(["How do I reset my password at work?"])[0]
+    blob = pack_tokens(tokens)
+    assert len(blob) == len(tokens) * (tokens.shape[1] + 4)
+    back = unpack_tokens(blob, tokens.shape[1])
+    assert back.shape == tokens.shape and np.abs(back - tokens).max() < 0.01
+    cosines = np.sum(back * tokens, axis=1) / np.linalg.norm(back, axis=1)
+    assert cosines.min() > 0.999
+    with pytest.raises(ValueError, match="does not hold"):
+        unpack_tokens(blob[:-1], tokens.shape[1])
+    with pytest.raises(ValueError, match="non-empty"):
+        pack_tokens(np.zeros((0, 384), dtype=np.float32))

@@ -65,6 +65,8 @@ def test_defaults_are_safe() -> None:
             "duplicate model names",
         ),
         (minimal(cache={"threshold": 1.5}), "cache.threshold"),
+        (minimal(cache={"token_threshold": 0}), "cache.token_threshold"),
+        (minimal(cache={"token_check": "sometimes"}), "cache.token_check"),
         (minimal(auth={"keys": [{"name": "a", "sha256": "abc"}]}), "64-character hex"),
         (minimal(auth={"keys": [{"name": "a"}]}), "exactly one of sha256 or key_env"),
         (

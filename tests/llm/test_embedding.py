@@ -163,3 +163,15 @@ def test_token_vectors_leave_out_special_tokens(embedder: Embedder) -> None:
         np.testing.assert_allclose(tokens, embedder.encode_tokens([text])[0], atol=1e-4)
     assert embedder.encode_tokens([]) == []
     assert embedder.encode_tokens([""])[0].shape == (1, 384)
+
+
+@pytest.mark.parametrize("name", ["minilm", "minilm-packaged-int8"])
+def test_sentence_and_token_vectors_from_one_run_match_the_separate_calls(name: str) -> None:
+    embedder = get_embedder(name)
+    texts = ["How do I reset my password?", "A much longer question about how to load a dataset.", "Hi"]
+    vectors, tokens = embedder.encode_with_tokens(texts)
+    np.testing.assert_array_equal(vectors, embedder.encode(texts))
+    for together, alone in zip(tokens, embedder.encode_tokens(texts), strict=True):
+        np.testing.assert_array_equal(together, alone)
+    empty_vectors, empty_tokens = embedder.encode_with_tokens([])
+    assert empty_vectors.shape == (0, embedder.dim) and empty_tokens == []

@@ -50,6 +50,14 @@ def test_same_statements_on_both(database: Database) -> None:
     assert len(database.execute("DELETE FROM items WHERE name IN (?, ?) RETURNING id", ("a", "zzz"))) == 1
 
 
+def test_columns_added_to_an_older_table_once(database: Database) -> None:
+    database.execute("INSERT INTO items (name) VALUES (?)", ("old row",))
+    for _ in range(2):  # a second open finds the column and leaves it
+        database.ensure_columns("items", {"extra": "{blob}"})
+    database.execute("UPDATE items SET extra = ? WHERE name = ?", (b"\x07", "old row"))
+    assert database.execute("SELECT name, extra FROM items") == [("old row", b"\x07")]
+
+
 def test_rollback_and_errors(database: Database) -> None:
     with pytest.raises(RuntimeError), database.transaction():
         database.execute("INSERT INTO items (name) VALUES (?)", ("gone",))

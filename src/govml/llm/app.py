@@ -182,6 +182,7 @@ class _ChatPipeline:
         self.trace = RequestTrace(tenant=key.tenant, model=route.name, stream=parsed.stream)
         self.cached: CachedAnswer | None = None
         self.question_vector: np.ndarray | None = None
+        self.question_tokens: np.ndarray | None = None
         self.finished = False
 
     def check_input_and_cache(self) -> None:
@@ -189,15 +190,20 @@ class _ChatPipeline:
         are encoded once, for the guard's classifier and the cache alike."""
         trace, gateway, route = self.trace, self.gateway, self.route
         turns = user_turns(self.request.messages)
+        turn_tokens: list[list[np.ndarray] | None] = [None]
+
+        def encode(texts: list[str]) -> np.ndarray | None:
+            encoded = gateway.cache.encode(route, texts)
+            if encoded is None:
+                return None
+            turn_tokens[0] = encoded[1]
+            return encoded[0]
+
         with _gateway_step(trace, "input_check"):
             verdict = gateway.safety.check_input(
                 route,
                 self.request.messages,
-                encode=(
-                    (lambda texts: gateway.cache.encode(route, texts))
-                    if gateway.guard_uses_cache_vectors
-                    else None
-                ),
+                encode=encode if gateway.guard_uses_cache_vectors else None,
             )
         vectors = verdict.vectors
         trace.input = verdict.view
@@ -210,11 +216,17 @@ class _ChatPipeline:
                 trace.govml(gateway.carbon),
             )
         if vectors is not None and user_turns(verdict.messages)[-1:] == turns[-1:]:
-            self.question_vector = vectors[-1]  # not redacted: the embedding still holds
+            # not redacted: the embedding still holds
+            self.question_vector = vectors[-1]
+            self.question_tokens = turn_tokens[0][-1] if turn_tokens[0] else None
         self.request = replace(self.request, messages=verdict.messages)
         with _gateway_step(trace, "cache_lookup"):
             outcome = gateway.cache.lookup(
-                self.key.tenant, route, self.request, vector=self.question_vector
+                self.key.tenant,
+                route,
+                self.request,
+                vector=self.question_vector,
+                tokens=self.question_tokens,
             )
         trace.cache_status = outcome.status
         trace.cache_similarity = outcome.similarity
@@ -230,7 +242,12 @@ class _ChatPipeline:
         answer = CachedAnswer(text, finish, usage, self.trace.output)  # type: ignore[arg-type]
         with _gateway_step(self.trace, "cache_store"):
             self.gateway.cache.store(
-                self.key.tenant, self.route, self.request, answer, vector=self.question_vector
+                self.key.tenant,
+                self.route,
+                self.request,
+                answer,
+                vector=self.question_vector,
+                tokens=self.question_tokens,
             )
 
     def complete(self) -> JSONResponse:

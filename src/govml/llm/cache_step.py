@@ -77,8 +77,9 @@ def _cached_answer(text: str, stored: Mapping[str, Any]) -> CachedAnswer:
 class CacheStep:
     """Looks answers up in, and stores them to, a :class:`SemanticCache`.
 
-    ``vector`` arguments take the question's embedding when the caller already has it
-    (the prompt guard and the cache share one encoder), saving an encoding per step.
+    ``vector`` and ``tokens`` arguments take the question's embedding and token vectors
+    when the caller already has them (the prompt guard and the cache share one encoder:
+    :meth:`encode` gives both from one run), saving an encoding per step.
     """
 
     def __init__(self, cache: SemanticCache | None, config: CacheConfig) -> None:
@@ -105,12 +106,15 @@ class CacheStep:
         """The cache, unless the route opts out (temperature is the cache's own call)."""
         return self._cache if self._config.enabled and route.cache else None
 
-    def encode(self, route: RouteConfig, texts: list[str]) -> np.ndarray | None:
-        """Embeddings of ``texts`` with the cache's encoder (None when the route has no cache)."""
+    def encode(
+        self, route: RouteConfig, texts: list[str]
+    ) -> tuple[np.ndarray, list[np.ndarray] | None] | None:
+        """Embeddings of ``texts`` with the cache's encoder, and their token vectors while
+        the cache's token check is on (None when the route has no cache)."""
         cache = self._cache_for(route)
         if cache is None or not texts:
             return None
-        return cache.embedder.encode(texts)
+        return cache.embed(texts)
 
     def lookup(
         self,
@@ -119,13 +123,14 @@ class CacheStep:
         request: GenerationRequest,
         *,
         vector: np.ndarray | None = None,
+        tokens: np.ndarray | None = None,
     ) -> CacheOutcome:
         cache = self._cache_for(route)
         question = _question(request.messages)
         if cache is None or not question.strip():
             return CacheOutcome("bypass")
         try:
-            found = cache.lookup(self._scope(tenant, request), question, vector=vector)
+            found = cache.lookup(self._scope(tenant, request), question, vector=vector, tokens=tokens)
         except StorageError as exc:  # a shared cache database that is down costs hits, not answers
             _log.warning("cache lookup skipped: %s", exc)
             return CacheOutcome("bypass")
@@ -142,6 +147,7 @@ class CacheStep:
         answer: CachedAnswer,
         *,
         vector: np.ndarray | None = None,
+        tokens: np.ndarray | None = None,
     ) -> None:
         cache = self._cache_for(route)
         question = _question(request.messages)
@@ -159,6 +165,7 @@ class CacheStep:
                     "output": answer.output.json(),
                 },
                 vector=vector,
+                tokens=tokens,
             )
         except StorageError as exc:
             _log.warning("answer not cached: %s", exc)

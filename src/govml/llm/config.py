@@ -97,7 +97,16 @@ class RouteConfig(_Section):
 class CacheConfig(_Section):
     enabled: bool = True
     threshold: Annotated[float, Field(gt=0, le=1)] | None = Field(
-        default=None, description="Cosine similarity for a hit; default: the cache's measured one."
+        default=None,
+        description="Cosine similarity for a hit; default: the cache's measured one "
+        "(0.80 with the token check, 0.91 without).",
+    )
+    token_check: bool = Field(
+        default=True,
+        description="Compare the prompts' token vectors too before serving a near hit.",
+    )
+    token_threshold: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        default=None, description="Token agreement for a hit; default: the measured 0.81."
     )
     ttl_seconds: Annotated[int, Field(ge=1)] = 86_400
     max_entries: Annotated[int, Field(ge=1)] = 100_000

@@ -10,7 +10,8 @@ is the default: every matrix product in int8, 6.5 ms per text against 17 ms for 
 fp32 on one thread, within 0.985 cosine (mean 0.994) of fp32 (docs/llm-cache.md).
 Vectors are float32 and L2-normalised, so a dot product is the cosine similarity.
 Nothing is ever downloaded: models load from installed packages, hub switched off.
-Both also give per-token vectors (``encode_tokens``) for the cache's token check.
+Both also give per-token vectors (``encode_tokens``, or ``encode_with_tokens`` for both
+kinds from one run) for the cache's token check.
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ class TokenEncoder(Protocol):
 
     def encode_tokens(self, texts: list[str]) -> list[np.ndarray]:
         """Per text, an array ``(tokens, dim)`` of unit float32 rows, special tokens left out."""
+        ...
+
+    def encode_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``encode(texts)`` and ``encode_tokens(texts)`` together, from one encoder run
+        where the model allows (the sentence vector pools the same hidden states)."""
         ...
 
 
@@ -173,6 +179,10 @@ class SentenceTransformerEmbedder:
         # sentence-transformers keeps [CLS] and [SEP] (and drops padding): leave them out
         return [_unit_rows(t.detach().cpu().numpy()[1:-1]) for t in per_text]
 
+    def encode_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        # two passes: sentence-transformers pools inside its own forward
+        return self.encode(texts), self.encode_tokens(texts)
+
 
 class OnnxEmbedder:
     """An ONNX export of a BERT-style encoder with mean pooling, run on onnxruntime."""
@@ -211,38 +221,33 @@ class OnnxEmbedder:
         return self._dim
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        items = _as_text_list(texts)
-        if not items:
-            return np.zeros((0, self._dim), dtype=np.float32)
-        # batches of similar length waste little work on padding
-        order = np.argsort([len(t) for t in items], kind="stable")
-        out = np.empty((len(items), self._dim), dtype=np.float32)
-        for start in range(0, len(items), self._batch_size):
-            rows = order[start : start + self._batch_size]
-            out[rows] = self._encode_batch([items[i] for i in rows])
-        return out
+        return self.encode_with_tokens(texts, tokens=False)[0]
 
     def encode_tokens(self, texts: list[str]) -> list[np.ndarray]:
+        return self.encode_with_tokens(texts, sentences=False)[1]
+
+    def encode_with_tokens(
+        self, texts: list[str], *, sentences: bool = True, tokens: bool = True
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Sentence vectors (mean of the hidden states, as sentence-transformers pools) and
+        per-text token vectors from the same runs; ``sentences``/``tokens`` False leaves
+        that part empty."""
         items = _as_text_list(texts)
-        if not items:
-            return []
-        out: list[np.ndarray] = [np.empty(0)] * len(items)
-        # batches of similar length, as in encode(): one padded batch of everything would
-        # hold texts x heads x tokens^2 attention scores at once (gigabytes for 1,000 texts)
+        pooled = np.empty((len(items) if sentences else 0, self._dim), dtype=np.float32)
+        per_text: list[np.ndarray] = [np.empty(0)] * (len(items) if tokens else 0)
+        # batches of similar length waste little work on padding, and one padded batch of
+        # everything would hold texts x heads x tokens^2 attention scores at once
+        # (gigabytes for 1,000 texts)
         order = np.argsort([len(t) for t in items], kind="stable")
         for start in range(0, len(items), self._batch_size):
             rows = order[start : start + self._batch_size]
             hidden, mask = self._run([items[i] for i in rows])
-            for i, h, m in zip(rows.tolist(), hidden, mask, strict=True):
-                out[i] = _unit_rows(h[1 : int(m.sum()) - 1])  # [CLS] first, [SEP] last: left out
-        return out
-
-    def _encode_batch(self, items: list[str]) -> np.ndarray:
-        hidden, mask = self._run(items)
-        weights = mask[:, :, None].astype(np.float32)
-        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return pooled / np.clip(norms, 1e-12, None)
+            if sentences:
+                pooled[rows] = _mean_pool(hidden, mask)
+            if tokens:
+                for i, h, m in zip(rows.tolist(), hidden, mask, strict=True):
+                    per_text[i] = _unit_rows(h[1 : int(m.sum()) - 1])  # [CLS] first, [SEP] last: left out
+        return pooled, per_text
 
     def _run(self, items: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Last hidden states ``(texts, tokens, dim)`` and the attention mask."""
@@ -255,6 +260,14 @@ class OnnxEmbedder:
             None, {k: v for k, v in feeds.items() if k in self._input_names}
         )
         return hidden, mask
+
+
+def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Unit mean of the hidden states over the real (unmasked) tokens, per text."""
+    weights = mask[:, :, None].astype(np.float32)
+    pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    return pooled / np.clip(norms, 1e-12, None)
 
 
 def embedder_identity(embedder: Embedder) -> str:

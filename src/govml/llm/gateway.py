@@ -92,12 +92,16 @@ class Gateway:
         semantic_cache = cache
         if config.cache.enabled and semantic_cache is None:
             from govml.llm.cache import SemanticCache
+            from govml.llm.cache.semantic import DEFAULT_TOKEN_THRESHOLD
             from govml.llm.embedding import get_embedder
 
             semantic_cache = SemanticCache(
                 config.cache.directory or folder / "cache",
                 embedder=get_embedder(config.cache.embedder),
                 threshold=config.cache.threshold,  # None: the cache's measured default
+                token_threshold=(config.cache.token_threshold or DEFAULT_TOKEN_THRESHOLD)
+                if config.cache.token_check
+                else None,
                 ttl_seconds=config.cache.ttl_seconds,
                 max_entries=config.cache.max_entries,
                 cache_sampled=config.cache.cache_sampled,

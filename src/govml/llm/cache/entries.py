@@ -1,9 +1,12 @@
 """The table of cached answers: one row per (scope, prompt), with its vector.
 
 The vector is kept beside the entry so that a lost or stale index file can be rebuilt
-from the database alone. Ids come from the database's sequence (SQLite's AUTOINCREMENT,
-PostgreSQL's identity) and are never reused, also across replicas sharing a PostgreSQL
-database: they are the labels of the vector index.
+from the database alone; the prompt's token vectors (for the token check) are kept too,
+in int8 with one scale per token (:func:`pack_tokens`: a quarter of float32; the token
+check's curve on the paraphrase data moves by at most one question). Ids come from the
+database's sequence (SQLite's AUTOINCREMENT, PostgreSQL's identity) and are never
+reused, also across replicas sharing a PostgreSQL database: they are the labels of the
+vector index.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 
 from govml.storage import Database, StorageTarget
 
-__all__ = ["CacheEntry", "EntryTable"]
+__all__ = ["CacheEntry", "EntryTable", "pack_tokens", "unpack_tokens"]
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS entries (
@@ -50,6 +53,9 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS cache_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
+# added after the first release: tables made before get it on open (NULL until set)
+_LATER_COLUMNS = {"tokens": "{blob}"}
+
 _COLUMNS = "id, scope_key, prompt, answer, usage, created, last_hit, hits"
 _CHUNK = 500  # ids per IN (...) list, under SQLite's limit on bound values
 
@@ -68,6 +74,27 @@ class CacheEntry:
     hits: int = 0
 
 
+def pack_tokens(tokens: np.ndarray) -> bytes:
+    """Token vectors ``(tokens, dim)`` as bytes: int8 rows, then one float32 scale per row."""
+    rows = np.asarray(tokens, dtype=np.float32)
+    if rows.ndim != 2 or not len(rows):
+        raise ValueError(f"token vectors must be a non-empty (tokens, dim) array, got shape {rows.shape}")
+    scales = np.abs(rows).max(axis=1) / 127.0
+    scales[scales == 0] = 1.0
+    quantised = np.round(rows / scales[:, None]).astype(np.int8)
+    return quantised.tobytes() + scales.astype(np.float32).tobytes()
+
+
+def unpack_tokens(blob: bytes, dim: int) -> np.ndarray:
+    """The ``(tokens, dim)`` float32 array :func:`pack_tokens` stored."""
+    count, rest = divmod(len(blob), dim + 4)
+    if rest or not count:
+        raise ValueError(f"a token blob of {len(blob)} bytes does not hold {dim}-d rows")
+    quantised = np.frombuffer(blob, dtype=np.int8, count=count * dim).reshape(count, dim)
+    scales = np.frombuffer(blob, dtype=np.float32, offset=count * dim)
+    return quantised.astype(np.float32) * scales[:, None]
+
+
 def _entry(row: tuple[Any, ...]) -> CacheEntry:
     id_, scope_key, prompt, answer, usage, created, last_hit, hits = row
     return CacheEntry(int(id_), scope_key, prompt, answer, json.loads(usage), created, last_hit, hits)
@@ -79,6 +106,7 @@ class EntryTable:
     def __init__(self, target: StorageTarget | str | Path) -> None:
         self._db = Database(target)
         self._db.create(_SCHEMA)
+        self._db.ensure_columns("entries", _LATER_COLUMNS)
 
     @property
     def shared(self) -> bool:
@@ -126,10 +154,13 @@ class EntryTable:
         usage: Mapping[str, Any],
         vector: np.ndarray,
         now: float,
+        tokens: np.ndarray | None = None,
     ) -> tuple[CacheEntry, bool]:
-        """Insert an entry, or replace the answer of the same prompt; True when new."""
+        """Insert an entry, or replace the answer of the same prompt; True when new.
+        ``tokens``: the prompt's token vectors, kept for the token check."""
         usage_json = json.dumps(dict(usage), sort_keys=True)
         blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+        token_blob = None if tokens is None else pack_tokens(tokens)
         with self._db.transaction():
             rows = self._db.execute(
                 "SELECT id FROM entries WHERE scope_key = ? AND prompt_hash = ?", (scope_key, prompt_hash)
@@ -137,17 +168,18 @@ class EntryTable:
             if not rows:
                 # another replica may insert the same prompt meanwhile: then update its row
                 rows = self._db.execute(
-                    "INSERT INTO entries (scope_key, prompt_hash, prompt, answer, usage, created, vector)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope_key, prompt_hash) DO NOTHING"
+                    "INSERT INTO entries (scope_key, prompt_hash, prompt, answer, usage, created, vector, tokens)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope_key, prompt_hash) DO NOTHING"
                     f" RETURNING {_COLUMNS}",
-                    (scope_key, prompt_hash, prompt, answer, usage_json, now, blob),
+                    (scope_key, prompt_hash, prompt, answer, usage_json, now, blob, token_blob),
                 )
                 if rows:
                     return _entry(rows[0]), True
             rows = self._db.execute(
-                "UPDATE entries SET answer = ?, usage = ?, created = ?, last_hit = NULL, hits = 0"
+                "UPDATE entries SET answer = ?, usage = ?, created = ?, last_hit = NULL, hits = 0,"
+                " tokens = COALESCE(?, tokens)"
                 f" WHERE scope_key = ? AND prompt_hash = ? RETURNING {_COLUMNS}",
-                (answer, usage_json, now, scope_key, prompt_hash),
+                (answer, usage_json, now, token_blob, scope_key, prompt_hash),
             )
         return _entry(rows[0]), False
 
@@ -163,6 +195,24 @@ class EntryTable:
             for row in self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE id IN ({marks})", chunk):
                 found[int(row[0])] = _entry(row)
         return found
+
+    def tokens(self, ids: list[int], dim: int) -> dict[int, np.ndarray]:
+        """Stored token vectors by entry id; entries without them are left out."""
+        found: dict[int, np.ndarray] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id, tokens FROM entries WHERE id IN ({marks}) AND tokens IS NOT NULL"
+            for entry_id, blob in self._db.execute(sql, chunk):
+                found[int(entry_id)] = unpack_tokens(bytes(blob), dim)
+        return found
+
+    def set_tokens(self, rows: Mapping[int, np.ndarray]) -> None:
+        """Keep token vectors computed later for entries stored without them."""
+        self._db.write_batch(
+            "UPDATE entries SET tokens = ? WHERE id = ?",
+            [(pack_tokens(t), int(i)) for i, t in rows.items()],
+        )
 
     def record_hit(self, entry_id: int, now: float) -> CacheEntry | None:
         rows = self._db.execute(

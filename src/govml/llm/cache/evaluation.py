@@ -11,8 +11,9 @@ the origin or one of its twins.
 - hit precision: correct hits / all hits
 - false-hit rate: hits / questions that are not answerable
 The questions are asked through the real cache (hnswlib, SQLite, second check); the
-token vectors of every question and cached prompt are kept so that the token check can
-be applied at any threshold without encoding again.
+token vectors of every question, and of every cached prompt as the cache stores them
+(int8), are kept so that the token check can be applied at any threshold without
+encoding again.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from govml.errors import DataError
 from govml.llm.cache.agreement import token_agreement
 from govml.llm.cache.entries import CacheEntry
 from govml.llm.cache.scope import CacheScope
-from govml.llm.cache.semantic import SemanticCache, choose_hit
+from govml.llm.cache.semantic import DEFAULT_TOKEN_THRESHOLD, SemanticCache, choose_hit
 from govml.llm.embedding import Embedder, TokenEncoder
 
 __all__ = [
@@ -122,8 +123,14 @@ def ask_paraphrases(
     if not 0 < cached_fraction < 1:
         raise ValueError(f"cached_fraction must be in (0, 1), got {cached_fraction}")
     n = len(pairs)
-    origins = embedder.encode([p.origin for p in pairs])
-    similars = embedder.encode([p.similar for p in pairs])
+    tokens_too = isinstance(embedder, TokenEncoder)
+    origin_tokens = question_tokens = None
+    if isinstance(embedder, TokenEncoder):
+        origins, origin_tokens = embedder.encode_with_tokens([p.origin for p in pairs])
+        similars, question_tokens = embedder.encode_with_tokens([p.similar for p in pairs])
+    else:
+        origins = embedder.encode([p.origin for p in pairs])
+        similars = embedder.encode([p.similar for p in pairs])
     cached = np.zeros(n, dtype=bool)
     cached[np.random.default_rng(seed).permutation(n)[: max(1, int(n * cached_fraction))]] = True
     reference = origins
@@ -139,6 +146,7 @@ def ask_paraphrases(
             max_entries=max(n, 1),
             candidates=candidates,
             index_kind=index_kind,
+            token_threshold=DEFAULT_TOKEN_THRESHOLD if tokens_too else None,
         )
         rows = np.flatnonzero(cached).tolist()
         entries = cache.store_many(
@@ -146,18 +154,16 @@ def ask_paraphrases(
             [pairs[i].origin for i in rows],
             [f"answer {i}" for i in rows],
             vectors=origins[rows],
+            tokens=None if origin_tokens is None else [origin_tokens[i] for i in rows],
         )
         entry_of = {i: entry.id for i, entry in zip(rows, entries, strict=True)}
         found = [cache.nearest(scope, pairs[i].similar, vector=similars[i]) for i in range(n)]
+        # the cached prompts' token vectors as the cache keeps them (int8), not as encoded
+        entry_tokens = cache.entry_tokens(entries) if tokens_too else None
         cache.close()
     correct = [
         frozenset(entry_of[j] for j in np.flatnonzero(twins[i] & cached).tolist()) for i in range(n)
     ]
-    question_tokens = entry_tokens = None
-    if isinstance(embedder, TokenEncoder):
-        question_tokens = embedder.encode_tokens([p.similar for p in pairs])
-        cached_tokens = embedder.encode_tokens([pairs[i].origin for i in rows])
-        entry_tokens = {entry_of[i]: t for i, t in zip(rows, cached_tokens, strict=True)}
     return ParaphraseOutcomes(
         questions=[p.similar for p in pairs],
         candidates=found,

@@ -3,10 +3,11 @@
 A lookup embeds the prompt, asks the scope's vector index for its nearest stored
 prompts, and returns the first one whose cosine similarity reaches the threshold and
 that passes the second check (numbers, negation and key terms agree, see
-``agreement.py``) and, when ``token_threshold`` is set, the token check (the two
-prompts' token vectors cover each other:
-:func:`~govml.llm.cache.agreement.token_agreement`; one more encoder call, paid only
-for candidates above the threshold). Entries live in SQLite (``cache.db``) or, for several replicas, in
+``agreement.py``) and the token check (the two prompts' token vectors cover each other:
+:func:`~govml.llm.cache.agreement.token_agreement`; ``token_threshold=None`` turns it
+off). The token vectors come from the same encoder run as the sentence vector and are
+stored with each entry, so the check costs a table read and a small matrix product.
+Entries live in SQLite (``cache.db``) or, for several replicas, in
 PostgreSQL (``storage_url``); each scope's index is a file under ``index/`` and is
 repaired from the entries when it is missing or stale.
 """
@@ -47,8 +48,8 @@ __all__ = [
 #: check): the lowest threshold with at most 2% false hits on the tuning half of
 #: paraphrase_pairs.json (docs/llm-cache.md)
 DEFAULT_THRESHOLD = 0.91
-#: token agreement a candidate needs when the token check is on (opt-in: it costs one
-#: encoder call per near hit): the lowest with at most 2% false hits on the tuning half
+#: token agreement a candidate needs (the token check, on by default): the lowest with
+#: at most 2% false hits on the tuning half
 DEFAULT_TOKEN_THRESHOLD = 0.81
 #: the cosine threshold that goes with the token check: below 0.80 it accepts nothing
 #: more on the tuning half (docs/llm-cache.md)
@@ -137,7 +138,7 @@ class SemanticCache:
         ttl_seconds: float | None = 7 * 24 * 3600,
         max_entries: int = 100_000,
         second_check: bool = True,
-        token_threshold: float | None = None,
+        token_threshold: float | None = DEFAULT_TOKEN_THRESHOLD,
         cache_sampled: bool = False,
         index_kind: str = "hnswlib",
         candidates: int = 5,
@@ -205,14 +206,25 @@ class SemanticCache:
     # -- public API -------------------------------------------------------------------
 
     def lookup(
-        self, scope: CacheScope, prompt: str, *, vector: np.ndarray | None = None
+        self,
+        scope: CacheScope,
+        prompt: str,
+        *,
+        vector: np.ndarray | None = None,
+        tokens: np.ndarray | None = None,
     ) -> CacheLookup:
         """Find a cached answer for ``prompt`` in ``scope`` (never in another scope).
 
-        ``vector`` may pass the prompt's embedding when the caller already has it.
+        ``vector`` (and ``tokens``, its token vectors) may pass the prompt's embedding
+        when the caller already has it (:meth:`embed`).
         """
         if self._bypassed(scope):
             return CacheLookup("bypass", reason=f"temperature {scope.temperature:g} > 0")
+        if vector is None:
+            vectors, token_lists = self._embed_many([prompt], None, None)
+            vector = vectors[0]
+            if tokens is None and token_lists is not None:
+                tokens = token_lists[0]
         candidates = self.nearest(scope, prompt, vector=vector)
         if not candidates:
             return CacheLookup("miss", reason="nothing cached in this scope")
@@ -224,7 +236,7 @@ class SemanticCache:
             self.second_check,
             token_threshold=self.token_threshold,
             token_scores=lambda positions: self._token_scores(
-                prompt, [candidates[i][0].prompt for i in positions]
+                prompt, tokens, [candidates[i][0] for i in positions]
             ),
         )
         if chosen is None:
@@ -278,13 +290,21 @@ class SemanticCache:
         usage: Mapping[str, Any] | None = None,
         *,
         vector: np.ndarray | None = None,
+        tokens: np.ndarray | None = None,
     ) -> CacheEntry | None:
         """Keep ``answer`` for ``prompt`` in ``scope``; None when the scope is bypassed.
 
         Storing the same prompt again in the same scope replaces its answer.
         """
         vectors = None if vector is None else np.asarray(vector)[None, ...]
-        stored = self.store_many(scope, [prompt], [answer], [usage or {}], vectors=vectors)
+        stored = self.store_many(
+            scope,
+            [prompt],
+            [answer],
+            [usage or {}],
+            vectors=vectors,
+            tokens=None if tokens is None else [tokens],
+        )
         return stored[0] if stored else None
 
     def store_many(
@@ -295,9 +315,12 @@ class SemanticCache:
         usages: Sequence[Mapping[str, Any]] | None = None,
         *,
         vectors: np.ndarray | None = None,
+        tokens: Sequence[np.ndarray] | None = None,
     ) -> list[CacheEntry]:
         """Store several answers in one scope in one transaction (e.g. to warm the cache).
 
+        ``vectors`` and ``tokens`` (per prompt, its token vectors) may be given when the
+        caller has them; token vectors are kept only while the token check is on.
         Returns the entries in order; an empty list when the scope is bypassed.
         """
         if len(prompts) != len(answers) or (usages is not None and len(usages) != len(prompts)):
@@ -306,7 +329,7 @@ class SemanticCache:
             raise TypeError("answers must be strings")
         if self._bypassed(scope) or not prompts:
             return []
-        embeddings = self._embed_many(prompts, vectors)
+        embeddings, token_rows = self._embed_many(prompts, vectors, tokens)
         now = self._clock()
         entries: list[CacheEntry] = []
         new_ids: list[int] = []
@@ -326,6 +349,7 @@ class SemanticCache:
                         usages[row] if usages is not None else {},
                         embeddings[row],
                         now,
+                        None if token_rows is None else token_rows[row],
                     )
                     entries.append(entry)
                     if new:
@@ -390,28 +414,63 @@ class SemanticCache:
     def _bypassed(self, scope: CacheScope) -> bool:
         return scope.temperature > 0 and not self.cache_sampled
 
-    def _token_scores(self, prompt: str, cached_prompts: list[str]) -> list[float]:
-        """Token agreement of ``prompt`` with each cached prompt (one encoder call)."""
+    def embed(self, prompts: list[str]) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """The prompts' vectors and, while the token check is on, their token vectors,
+        from one encoder run: what :meth:`lookup` and :meth:`store` take as ``vector``
+        and ``tokens``."""
+        if self.token_threshold is None:
+            return self.embedder.encode(prompts), None
         assert isinstance(self.embedder, TokenEncoder)  # checked in __init__
-        tokens = self.embedder.encode_tokens([prompt, *cached_prompts])
-        return [token_agreement(tokens[0], cached) for cached in tokens[1:]]
+        return self.embedder.encode_with_tokens(prompts)
+
+    def entry_tokens(self, entries: Sequence[CacheEntry]) -> dict[int, np.ndarray]:
+        """The stored token vectors of ``entries`` by id (as the token check reads them);
+        entries stored without them are encoded now and keep the result."""
+        assert isinstance(self.embedder, TokenEncoder), "the token check is off"
+        found = self._table.tokens([e.id for e in entries], self.embedder.dim)
+        missing = [e for e in entries if e.id not in found]
+        if missing:
+            computed = self.embedder.encode_tokens([e.prompt for e in missing])
+            fresh = {e.id: t for e, t in zip(missing, computed, strict=True)}
+            self._table.set_tokens(fresh)
+            found.update(self._table.tokens(list(fresh), self.embedder.dim))
+        return found
+
+    def _token_scores(
+        self, prompt: str, tokens: np.ndarray | None, entries: list[CacheEntry]
+    ) -> list[float]:
+        """Token agreement of ``prompt`` with each cached entry's prompt."""
+        assert isinstance(self.embedder, TokenEncoder)  # checked in __init__
+        question = tokens if tokens is not None else self.embedder.encode_tokens([prompt])[0]
+        stored = self.entry_tokens(entries)
+        return [token_agreement(question, stored[e.id]) for e in entries]
 
     def _embed(self, prompt: str, vector: np.ndarray | None) -> np.ndarray:
         vectors = None if vector is None else np.asarray(vector)[None, ...]
-        return self._embed_many([prompt], vectors)[0]
+        return self._embed_many([prompt], vectors, None)[0][0]
 
-    def _embed_many(self, prompts: Sequence[str], vectors: np.ndarray | None) -> np.ndarray:
+    def _embed_many(
+        self,
+        prompts: Sequence[str],
+        vectors: np.ndarray | None,
+        tokens: Sequence[np.ndarray] | None,
+    ) -> tuple[np.ndarray, Sequence[np.ndarray] | None]:
+        """Vectors of ``prompts`` (given or encoded), and their token vectors when given or
+        when the cache encodes the prompts itself with the token check on."""
         for prompt in prompts:
             if not isinstance(prompt, str) or not prompt.strip():
                 raise ValueError("prompt must be a non-empty string")
+        if tokens is not None and len(tokens) != len(prompts):
+            raise ValueError("tokens must hold one array per prompt")
         if vectors is None:
-            return self.embedder.encode(list(prompts))
+            encoded, computed = self.embed(list(prompts))
+            return encoded, tokens if tokens is not None else computed
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape != (len(prompts), self.embedder.dim):
             raise ValueError(
                 f"vector must have {self.embedder.dim} values per prompt, got shape {vectors.shape}"
             )
-        return vectors
+        return vectors, tokens
 
     def _is_expired(self, entry: CacheEntry, now: float) -> bool:
         return self.ttl_seconds is not None and now - entry.created > self.ttl_seconds
