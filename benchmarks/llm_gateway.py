@@ -61,11 +61,8 @@ def _sibling(name: str) -> Any:
     return module
 
 
-def measure_tokens_per_second(
-    engine: str, prompts: list[str], *, max_tokens: int
-) -> dict[str, Any]:
-    """Decode speed of the local model on ``engine`` (completion tokens / wall time)."""
-    from govml.llm.backends import ChatMessage, GenerationRequest
+def _load_backend(engine: str) -> tuple[Any, float]:
+    """The local SmolLM2 backend on ``engine`` and its load time in seconds."""
     from govml.llm.backends.local import build_local_backend
     from govml.llm.config import LocalBackendConfig
     from govml.llm.gateway import llm_home
@@ -74,24 +71,40 @@ def measure_tokens_per_second(
     backend = build_local_backend(
         engine, LocalBackendConfig(type="local", engine=engine), models_dir=llm_home() / "models"
     )
-    load_seconds = time.perf_counter() - started
-    rates, latencies = [], []
-    for prompt in prompts:
-        request = GenerationRequest(
-            model="local", messages=(ChatMessage("user", prompt),), max_tokens=max_tokens
-        )
-        t0 = time.perf_counter()
-        answer = backend.complete(request)
-        elapsed = time.perf_counter() - t0
-        latencies.append(elapsed * 1000)
-        rates.append(answer.usage.completion_tokens / elapsed)
+    return backend, time.perf_counter() - started
+
+
+def _call_directly(backend: Any, prompt: str, max_tokens: int) -> tuple[float, float]:
+    """One completion straight from the backend: (latency ms, completion tokens/s)."""
+    from govml.llm.backends import ChatMessage, GenerationRequest
+
+    request = GenerationRequest(
+        model="local", messages=(ChatMessage("user", prompt),), max_tokens=max_tokens
+    )
+    t0 = time.perf_counter()
+    answer = backend.complete(request)
+    elapsed = time.perf_counter() - t0
+    return elapsed * 1000, answer.usage.completion_tokens / elapsed
+
+
+def _local_model_figures(
+    engine: str, load_seconds: float, calls: list[tuple[float, float]]
+) -> dict[str, Any]:
     return {
         "engine": engine,
         "load_seconds": round(load_seconds, 1),
-        "tokens_per_second_median": round(statistics.median(rates), 1),
-        "direct_latency": _percentiles(latencies),
-        "backend": backend,
+        "tokens_per_second_median": round(statistics.median(rate for _, rate in calls), 1),
+        "direct_latency": _percentiles([ms for ms, _ in calls]),
     }
+
+
+def measure_tokens_per_second(
+    engine: str, prompts: list[str], *, max_tokens: int
+) -> dict[str, Any]:
+    """Decode speed of the local model on ``engine`` (completion tokens / wall time)."""
+    backend, load_seconds = _load_backend(engine)
+    calls = [_call_directly(backend, prompt, max_tokens) for prompt in prompts]
+    return {**_local_model_figures(engine, load_seconds, calls), "backend": backend}
 
 
 def measure_gateway(
@@ -101,8 +114,9 @@ def measure_gateway(
     engine: str = "auto",
     guard_head: Path | None = None,
 ) -> dict[str, Any]:
-    """Direct backend calls vs the same prompts through the gateway (misses), then again
-    (cache hits); the gateway's overhead is the guard + cache + filter time it reports."""
+    """Each prompt straight to the backend and then through the gateway (a miss), in
+    turn, so both meet the machine at the same speed; then every prompt again (cache
+    hits). The gateway's overhead is the guard + cache + filter time it reports."""
     from govml.llm.app import create_app
     from govml.llm.backends.local import resolve_engine
     from govml.llm.background import serve_in_background
@@ -111,8 +125,7 @@ def measure_gateway(
 
     prompts = _prompts(requests)
     engine = resolve_engine(engine)
-    direct = measure_tokens_per_second(engine, prompts, max_tokens=max_tokens)
-    backend = direct.pop("backend")
+    backend, load_seconds = _load_backend(engine)
     raw = {
         "models": [{"name": "smollm2", "backends": ["local"], "max_tokens": max_tokens}],
         "backends": {"local": {"type": "local", "engine": engine}},
@@ -151,8 +164,13 @@ def measure_gateway(
                 return elapsed, response.json()["govml"]
 
             ask("Warm up the guard, the cache and the filter.")
-            misses = [ask(p) for p in prompts]
+            direct: list[tuple[float, float]] = []
+            misses: list[tuple[float, dict[str, Any]]] = []
+            for prompt in prompts:
+                direct.append(_call_directly(backend, prompt, max_tokens))
+                misses.append(ask(prompt))
             hits = [ask(p) for p in prompts]
+    local_model = _local_model_figures(engine, load_seconds, direct)
     miss_overhead = [g["overhead_ms"] for _, g in misses]
     hit_latency = [ms for ms, g in hits if g["cache"]["status"] == "hit"]
     steps = sorted({name for _, g in misses for name in g["steps_ms"]})
@@ -160,8 +178,8 @@ def measure_gateway(
         "engine": engine,
         "requests": len(prompts),
         "max_tokens": max_tokens,
-        "local_model": direct,
-        "backend_direct_latency": direct["direct_latency"],
+        "local_model": local_model,
+        "backend_direct_latency": local_model["direct_latency"],
         "gateway_latency_miss": _percentiles([ms for ms, _ in misses]),
         "gateway_overhead_guard_cache_filter": _percentiles(miss_overhead),
         "gateway_overhead_cpu": _percentiles([g["overhead_cpu_ms"] for _, g in misses]),

@@ -176,3 +176,37 @@ def test_token_check_is_set_from_the_yaml(alpha, tmp_path) -> None:  # type: ign
         with running_gateway(raw, tmp_path / str(token_check)) as (url, _):
             assert ask(url, ALICE, short).headers["x-govml-cache"] == "miss"
             assert ask(url, ALICE, asked).headers["x-govml-cache"] == expected
+
+
+def test_answers_are_stored_after_the_response_and_read_back_by_the_next_ask(alpha, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    from govml.llm.cache import SemanticCache
+
+    class SlowStore(SemanticCache):
+        """A cache whose stores take 0.4 s, as a busy shared database might."""
+
+        finished: list[float] = []
+        threads: list[str] = []
+
+        def store(self, *args: Any, **kwargs: Any) -> Any:
+            self.threads.append(threading.current_thread().name)
+            time.sleep(0.4)
+            stored = super().store(*args, **kwargs)
+            self.finished.append(time.perf_counter())
+            return stored
+
+    cache = SlowStore(tmp_path / "cache")
+    raw = gateway_yaml({"alpha": alpha[0]}, safety={"enabled": False})
+    with running_gateway(raw, tmp_path, cache=cache) as (url, gateway):
+        first = ask(url, ALICE, QUESTION)
+        answered = time.perf_counter()
+        assert first.headers["x-govml-cache"] == "miss"
+        again = ask(url, ALICE, QUESTION)  # sent before the store has finished
+        assert again.headers["x-govml-cache"] == "hit"
+        assert SlowStore.finished and answered < SlowStore.finished[0]
+        assert SlowStore.threads == ["govml-cache-store_0"]
+        ask(url, BOB, PARAPHRASE)  # a miss whose store is still running at shutdown
+    assert len(SlowStore.finished) == 2  # closing the gateway waited for it
+    cache.close()

@@ -236,19 +236,18 @@ class _ChatPipeline:
             trace.backend = "cache"
 
     def store(self, text: str, finish: str, usage: Usage) -> None:
-        """Keep a generated answer that passed the output filter."""
+        """Keep a generated answer that passed the output filter (off the request path)."""
         if self.trace.cache_status != "miss" or finish not in ("stop", "length"):
             return
         answer = CachedAnswer(text, finish, usage, self.trace.output)  # type: ignore[arg-type]
-        with _gateway_step(self.trace, "cache_store"):
-            self.gateway.cache.store(
-                self.key.tenant,
-                self.route,
-                self.request,
-                answer,
-                vector=self.question_vector,
-                tokens=self.question_tokens,
-            )
+        self.gateway.cache.store_later(
+            self.key.tenant,
+            self.route,
+            self.request,
+            answer,
+            vector=self.question_vector,
+            tokens=self.question_tokens,
+        )
 
     def complete(self) -> JSONResponse:
         """The non-streaming answer."""

@@ -7,14 +7,20 @@ request with ``temperature > 0`` bypasses the cache unless ``cache.cache_sampled
 (the cache decides that itself). An answer cut at ``max_tokens`` is cached too: the
 scope holds ``max_tokens``, so the same request gets the same cut answer. Only answers
 that passed the output filter are stored (their redacted text), with the filter's
-verdict, which a hit reports instead of checking the text again.
+verdict, which a hit reports instead of checking the text again. Answers are stored
+off the request path (:meth:`CacheStep.store_later`): the response goes out while a
+writer thread stores it, and a lookup by the same tenant first waits for that tenant's
+pending stores, so a client that asks again right away still gets its hit.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +35,10 @@ if TYPE_CHECKING:
     from govml.llm.cache import CacheScope, SemanticCache
 
 _log = logging.getLogger(__name__)
+
+#: how long a lookup waits for the same tenant's pending stores (one takes 1-3 ms here;
+#: a shared PostgreSQL cache can take longer): past it, the lookup goes on and may miss
+STORE_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,9 @@ class CacheStep:
     def __init__(self, cache: SemanticCache | None, config: CacheConfig) -> None:
         self._cache = cache
         self._config = config
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="govml-cache-store")
+        self._pending: dict[str, set[Future[None]]] = {}
+        self._pending_lock = threading.Lock()
 
     def _scope(self, tenant: str, request: GenerationRequest) -> CacheScope:
         from govml.llm.cache import CacheScope
@@ -129,6 +142,7 @@ class CacheStep:
         question = _question(request.messages)
         if cache is None or not question.strip():
             return CacheOutcome("bypass")
+        self._wait_for_stores(tenant)
         try:
             found = cache.lookup(self._scope(tenant, request), question, vector=vector, tokens=tokens)
         except StorageError as exc:  # a shared cache database that is down costs hits, not answers
@@ -170,6 +184,50 @@ class CacheStep:
         except StorageError as exc:
             _log.warning("answer not cached: %s", exc)
 
+    def store_later(
+        self,
+        tenant: str,
+        route: RouteConfig,
+        request: GenerationRequest,
+        answer: CachedAnswer,
+        *,
+        vector: np.ndarray | None = None,
+        tokens: np.ndarray | None = None,
+    ) -> None:
+        """:meth:`store` on the writer thread; returns at once."""
+        if self._cache_for(route) is None:
+            return
+
+        def run() -> None:
+            try:
+                self.store(tenant, route, request, answer, vector=vector, tokens=tokens)
+            except Exception:  # a thread has no caller to raise to: say it, keep serving
+                _log.exception("storing an answer in the cache failed")
+
+        with self._pending_lock:
+            future = self._writer.submit(run)
+            self._pending.setdefault(tenant, set()).add(future)
+        future.add_done_callback(lambda done: self._forget(tenant, done))
+
+    def _forget(self, tenant: str, future: Future[None]) -> None:
+        with self._pending_lock:
+            pending = self._pending.get(tenant)
+            if pending is not None:
+                pending.discard(future)
+                if not pending:
+                    del self._pending[tenant]
+
+    def _wait_for_stores(self, tenant: str) -> None:
+        with self._pending_lock:
+            pending = list(self._pending.get(tenant, ()))
+        if pending:
+            wait_for_futures(pending, timeout=STORE_WAIT_SECONDS)
+
+    def finish_stores(self) -> None:
+        """Wait for the pending stores and stop the writer (on shutdown)."""
+        self._writer.shutdown(wait=True)
+
     def close(self) -> None:
+        self.finish_stores()
         if self._cache is not None:
             self._cache.close()

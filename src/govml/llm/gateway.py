@@ -134,5 +134,7 @@ class Gateway:
             self.request_log.close()
         if self.owns_cache:
             self.cache.close()
+        else:
+            self.cache.finish_stores()
         for backend in self.owned_backends:
             backend.close()
