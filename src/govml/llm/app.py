@@ -240,7 +240,7 @@ class _ChatPipeline:
         if self.trace.cache_status != "miss" or finish not in ("stop", "length"):
             return
         answer = CachedAnswer(text, finish, usage, self.trace.output)  # type: ignore[arg-type]
-        self.gateway.cache.store_later(
+        self.gateway.cache.store(
             self.key.tenant,
             self.route,
             self.request,

@@ -8,7 +8,7 @@ request with ``temperature > 0`` bypasses the cache unless ``cache.cache_sampled
 scope holds ``max_tokens``, so the same request gets the same cut answer. Only answers
 that passed the output filter are stored (their redacted text), with the filter's
 verdict, which a hit reports instead of checking the text again. Answers are stored
-off the request path (:meth:`CacheStep.store_later`): the response goes out while a
+off the request path (:meth:`CacheStep.store`): the response goes out while a
 writer thread stores it, and a lookup by the same tenant first waits for that tenant's
 pending stores, so a client that asks again right away still gets its hit.
 """
@@ -163,49 +163,30 @@ class CacheStep:
         vector: np.ndarray | None = None,
         tokens: np.ndarray | None = None,
     ) -> None:
+        """Keep ``answer`` for the request's question; the writer thread stores it and
+        this returns at once (:meth:`lookup` of the same tenant waits for it)."""
         cache = self._cache_for(route)
         question = _question(request.messages)
         if cache is None or not answer.text or not question.strip():
             return
-        try:
-            cache.store(
-                self._scope(tenant, request),
-                question,
-                answer.text,
-                {
-                    "prompt_tokens": answer.usage.prompt_tokens,
-                    "completion_tokens": answer.usage.completion_tokens,
-                    "finish_reason": answer.finish_reason,
-                    "output": answer.output.json(),
-                },
-                vector=vector,
-                tokens=tokens,
-            )
-        except StorageError as exc:
-            _log.warning("answer not cached: %s", exc)
+        scope = self._scope(tenant, request)
+        usage = {
+            "prompt_tokens": answer.usage.prompt_tokens,
+            "completion_tokens": answer.usage.completion_tokens,
+            "finish_reason": answer.finish_reason,
+            "output": answer.output.json(),
+        }
 
-    def store_later(
-        self,
-        tenant: str,
-        route: RouteConfig,
-        request: GenerationRequest,
-        answer: CachedAnswer,
-        *,
-        vector: np.ndarray | None = None,
-        tokens: np.ndarray | None = None,
-    ) -> None:
-        """:meth:`store` on the writer thread; returns at once."""
-        if self._cache_for(route) is None:
-            return
-
-        def run() -> None:
+        def write() -> None:
             try:
-                self.store(tenant, route, request, answer, vector=vector, tokens=tokens)
+                cache.store(scope, question, answer.text, usage, vector=vector, tokens=tokens)
+            except StorageError as exc:
+                _log.warning("answer not cached: %s", exc)
             except Exception:  # a thread has no caller to raise to: say it, keep serving
                 _log.exception("storing an answer in the cache failed")
 
         with self._pending_lock:
-            future = self._writer.submit(run)
+            future = self._writer.submit(write)
             self._pending.setdefault(tenant, set()).add(future)
         future.add_done_callback(lambda done: self._forget(tenant, done))
 
