@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from govml.errors import ConfigError
 from govml.llm.cache import DEFAULT_THRESHOLD, CacheScope, SemanticCache
 from govml.llm.cache.semantic import DEFAULT_TOKEN_THRESHOLD, TOKEN_CHECK_GATE
-from govml.llm.embedding import Embedder, get_embedder
+from govml.llm.embedding import Embedder, embedder_identity, get_embedder
 from tests.llm.live import CountingEncoder
 
 GREEDY = {"temperature": 0}
@@ -169,23 +170,22 @@ def test_entries_survive_a_restart(tmp_path: Path, embedder: Embedder) -> None:
         assert found.entry is not None and found.entry.answer == "Settings > Billing"
 
 
-def test_entries_of_another_encoder_are_dropped_on_open(
-    tmp_path: Path, embedder: Embedder, caplog: pytest.LogCaptureFixture
-) -> None:
-    # vectors of two encoders are not comparable: one index must never hold both
-    with SemanticCache(tmp_path, embedder=get_embedder("minilm-packaged-int8")) as c:
-        c.store(scope(), "How do I reset my password?", "Click 'Forgot password'.")
-    with SemanticCache(tmp_path, embedder=embedder) as c:
-        assert c.count(scope()) == 0
-        assert c.lookup(scope(), "How do I reset my password?").status == "miss"
-        c.store(scope(), "How do I reset my password?", "Use the reset link.")
-    assert "dropped 1 entries stored with another encoder" in caplog.text
-    caplog.clear()
-    with SemanticCache(tmp_path, embedder=embedder) as c:  # same encoder: kept
-        found = c.lookup(scope(), "How can I reset my password?")
-        assert found.status == "hit" and found.entry is not None
-        assert found.entry.answer == "Use the reset link."
-    assert "another encoder" not in caplog.text
+def test_two_encoders_share_a_directory_without_mixing_vectors(tmp_path: Path, embedder: Embedder) -> None:
+    # vectors of two encoders are not comparable: one index must never hold both, and
+    # replicas on two encoders (a rolling upgrade) must not wipe each other's entries
+    other = get_embedder("minilm-packaged-int8")
+    with SemanticCache(tmp_path, embedder=other) as old:
+        old.store(scope(), "How do I reset my password?", "Click 'Forgot password'.")
+    with SemanticCache(tmp_path, embedder=embedder) as new:
+        assert new.count(scope()) == 0
+        assert new.lookup(scope(), "How do I reset my password?").status == "miss"
+        new.store(scope(), "How do I reset my password?", "Use the reset link.")
+        assert new.count(scope()) == 1 and len(new) == 2
+    assert len(list((tmp_path / "index").glob("*.hnswlib"))) == 2  # an index per encoder's scope
+    for encoder, answer in ((other, "Click 'Forgot password'."), (embedder, "Use the reset link.")):
+        with SemanticCache(tmp_path, embedder=encoder) as c:  # reopened: both kept
+            found = c.lookup(scope(), "How can I reset my password?")
+            assert found.status == "hit" and found.entry is not None and found.entry.answer == answer
 
 
 def test_index_is_repaired_after_a_crash(tmp_path: Path, embedder: Embedder) -> None:
@@ -245,7 +245,7 @@ def test_isolation_holds_under_random_traffic(cache: SemanticCache, embedder: Em
             found = cache.lookup(s, prompts[p], vector=vectors[p])
             if found.entry is not None:
                 assert found.entry.answer.startswith(f"t{tenant}:")
-                assert found.entry.scope_key == s.key
+                assert found.entry.scope_key == replace(s, encoder=embedder_identity(embedder)).key
 
 
 def test_bad_inputs_are_refused(cache: SemanticCache) -> None:

@@ -35,9 +35,8 @@ def replicas(postgres, tmp_path: Path, embedder: Embedder) -> Iterator[Callable[
     clock = Clock()
 
     def make(**options: object) -> SemanticCache:
-        cache = SemanticCache(
-            tmp_path / f"replica-{len(made)}", embedder=embedder, storage_url=url, clock=clock, **options
-        )
+        options.setdefault("embedder", embedder)
+        cache = SemanticCache(tmp_path / f"replica-{len(made)}", storage_url=url, clock=clock, **options)  # type: ignore[arg-type]
         made.append(cache)
         return cache
 
@@ -119,3 +118,18 @@ def test_a_restarted_replica_catches_up_from_its_index_file(replicas) -> None:  
         assert c.lookup(s, "How do I reset my password?").entry.answer == "1"
     finally:
         c.close()
+
+
+def test_replicas_on_two_encoders_keep_both_sets_of_entries(replicas) -> None:  # type: ignore[no-untyped-def]
+    # a rolling upgrade: one replica already runs another encoder build; before, each
+    # opening wiped the other's entries
+    s = scope()
+    old = replicas(embedder=get_embedder("minilm-packaged-int8"))
+    new = replicas()
+    old.store(s, "How do I reset my password?", "old replica's answer")
+    new.store(s, "How do I reset my password?", "new replica's answer")
+    third = replicas()  # another replica on the new encoder, opened after both stored
+    assert old.lookup(s, "How can I reset my password?").entry.answer == "old replica's answer"
+    assert new.lookup(s, "How can I reset my password?").entry.answer == "new replica's answer"
+    assert third.lookup(s, "How can I reset my password?").entry.answer == "new replica's answer"
+    assert len(third) == 2

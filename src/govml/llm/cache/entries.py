@@ -49,8 +49,6 @@ _SCHEMA = (
     system_prompt_hash TEXT NOT NULL,
     sampling TEXT NOT NULL
 )""",
-    # what the stored vectors were made with: vectors of two encoders must never share an index
-    "CREATE TABLE IF NOT EXISTS cache_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
 # added after the first release: tables made before get it on open (NULL until set)
@@ -121,23 +119,6 @@ class EntryTable:
         """Group writes into one transaction (much faster for bulk loads)."""
         with self._db.transaction():
             yield
-
-    def claim_encoder(self, encoder: str) -> int:
-        """Make ``encoder`` the one whose vectors the table holds. Entries made with another
-        encoder (or stored before the table recorded it) are deleted: their vectors are
-        not comparable with the new ones. Returns how many were deleted."""
-        with self._db.transaction():
-            rows = self._db.execute("SELECT value FROM cache_meta WHERE name = 'encoder'")
-            if rows and rows[0][0] == encoder:
-                return 0
-            dropped = len(self._db.execute("DELETE FROM entries RETURNING id"))
-            self._db.execute("DELETE FROM scopes")
-            self._db.execute(
-                "INSERT INTO cache_meta VALUES ('encoder', ?)"
-                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (encoder,),
-            )
-        return dropped
 
     def register_scope(self, key: str, tenant: str, model: str, system: str, sampling: str) -> None:
         self._db.execute(

@@ -22,6 +22,7 @@ import json
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,15 @@ def ask_paraphrases(
     )
 
 
+def _token_scores(
+    outcomes: ParaphraseOutcomes,
+    question: int,
+    candidates: list[tuple[CacheEntry, float]],
+    positions: list[int],
+) -> list[float]:
+    return [outcomes.token_score(question, candidates[k][0].id) for k in positions]
+
+
 def curve(
     outcomes: ParaphraseOutcomes,
     thresholds: Sequence[float],
@@ -200,9 +210,7 @@ def curve(
                 threshold,
                 second_check,
                 token_threshold=token_threshold,
-                token_scores=lambda positions, i=i, cands=cands: [
-                    outcomes.token_score(i, cands[k][0].id) for k in positions
-                ],
+                token_scores=partial(_token_scores, outcomes, i, cands),
             )
             if pick is None:
                 continue

@@ -37,6 +37,9 @@ class CacheScope:
     model: str
     system_prompt_hash: str
     sampling: str
+    #: what made the vectors (``embedder_identity``); the cache fills it in, so entries
+    #: of two encoders sharing one database live in different scopes, never one index
+    encoder: str = ""
 
     def __post_init__(self) -> None:
         for field in ("tenant", "model"):
@@ -90,6 +93,6 @@ class CacheScope:
 
     @cached_property
     def key(self) -> str:
-        """A stable id of the scope (hex sha256 over all four parts)."""
-        parts = [self.tenant, self.model, self.system_prompt_hash, self.sampling]
+        """A stable id of the scope (hex sha256 over all its parts)."""
+        parts = [self.tenant, self.model, self.system_prompt_hash, self.sampling, self.encoder]
         return sha256_hex(json.dumps(parts, separators=(",", ":")))

@@ -14,12 +14,11 @@ repaired from the entries when it is missing or stale.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,8 +31,6 @@ from govml.llm.cache.index import INDEX_KINDS, VectorIndex, load_index, make_ind
 from govml.llm.cache.scope import CacheScope, sha256_hex
 from govml.llm.embedding import Embedder, TokenEncoder, embedder_identity, get_embedder
 from govml.storage import parse_storage_url
-
-_log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -193,14 +190,9 @@ class SemanticCache:
         self._dirty: dict[str, int] = {}
         self._lock = threading.RLock()
         self._stores = 0
-        encoder = embedder_identity(self.embedder)
-        dropped = self._table.claim_encoder(encoder)
-        if dropped:
-            # the index files heal themselves: _repair drops labels the table no longer has
-            _log.warning(
-                "cache %s: dropped %d entries stored with another encoder than %s",
-                self.directory, dropped, encoder,
-            )
+        # vectors of two encoders are not comparable: each encoder's entries get scopes of
+        # their own, so replicas on different encoders can share one database
+        self._encoder = embedder_identity(self.embedder)
         self._count = self._table.count()  # kept in step under self._lock
 
     # -- public API -------------------------------------------------------------------
@@ -220,6 +212,7 @@ class SemanticCache:
         """
         if self._bypassed(scope):
             return CacheLookup("bypass", reason=f"temperature {scope.temperature:g} > 0")
+        scope = self._bound(scope)
         if vector is None:
             vectors, token_lists = self._embed_many([prompt], None, None)
             vector = vectors[0]
@@ -252,6 +245,7 @@ class SemanticCache:
 
         Expired entries met on the way are deleted.
         """
+        scope = self._bound(scope)
         query = self._embed(prompt, vector)
         with self._lock:
             index = self._index(scope.key)
@@ -329,6 +323,7 @@ class SemanticCache:
             raise TypeError("answers must be strings")
         if self._bypassed(scope) or not prompts:
             return []
+        scope = self._bound(scope)
         embeddings, token_rows = self._embed_many(prompts, vectors, tokens)
         now = self._clock()
         entries: list[CacheEntry] = []
@@ -388,7 +383,7 @@ class SemanticCache:
 
     def count(self, scope: CacheScope) -> int:
         """Entries stored in one scope."""
-        return self._table.count(scope.key)
+        return self._table.count(self._bound(scope).key)
 
     def save(self) -> None:
         """Write every changed index to disk."""
@@ -410,6 +405,10 @@ class SemanticCache:
         self.close()
 
     # -- internals ----------------------------------------------------------------
+
+    def _bound(self, scope: CacheScope) -> CacheScope:
+        """``scope`` for this cache's encoder."""
+        return scope if scope.encoder == self._encoder else replace(scope, encoder=self._encoder)
 
     def _bypassed(self, scope: CacheScope) -> bool:
         return scope.temperature > 0 and not self.cache_sampled
