@@ -199,3 +199,25 @@ def test_streaming_filter_catches_leak_split_across_chunks(output_filter: Output
     assert not checked[0].flagged  # the opening words are harmless
     with pytest.raises(ValueError):
         StreamingOutputFilter(output_filter, window=10, check_every=10)
+
+
+def test_a_gateway_closes_the_guard_and_filter_it_built(tmp_path: Path) -> None:
+    from govml.llm.config import parse_gateway_config
+    from govml.llm.gateway import Gateway
+
+    raw = {
+        "models": [{"name": "m", "backends": ["b"]}],
+        "backends": {"b": {"type": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+        "cache": {"enabled": False},
+    }
+    config = parse_gateway_config(raw, source=tmp_path / "gateway.yaml")
+    shared = PromptGuard()
+    gateway = Gateway.from_config(config, home=tmp_path, guard=shared, environ={"GOVML_API_KEYS": "k"})
+    (built,) = gateway.owned_safety
+    assert isinstance(built, OutputFilter)
+    assert built.check("Call Maria Lopez on 020 7946 0958").pii  # its PII thread ran
+    gateway.close()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        built.check("Call Maria Lopez on 020 7946 0958")
+    assert shared.check("Call Maria Lopez on 020 7946 0958").pii  # passed in: left open
+    shared.close()

@@ -48,6 +48,8 @@ class Gateway:
     request_log: RequestLog | None
     owned_backends: list[Backend] = field(default_factory=list)
     owns_cache: bool = False
+    #: the guard and the output filter built here (not passed in), closed with the gateway
+    owned_safety: list[PromptGuard | OutputFilter] = field(default_factory=list)
     #: the guard reads the cache's prompt vectors (one encoding) only when both use the
     #: same encoder; otherwise each encodes the prompt itself
     guard_uses_cache_vectors: bool = False
@@ -84,9 +86,14 @@ class Gateway:
             {route.name: [(b, given[b]) for b in route.backends] for route in config.models},
             on_fallback=lambda model, backend: metrics.fallbacks.labels(model, backend).inc(),
         )
+        owned_safety: list[PromptGuard | OutputFilter] = []
         if config.safety.enabled:
-            guard = guard or PromptGuard(threshold=config.safety.input_threshold)
-            output_filter = output_filter or OutputFilter(threshold=config.safety.output_threshold)
+            if guard is None:
+                guard = PromptGuard(threshold=config.safety.input_threshold)
+                owned_safety.append(guard)
+            if output_filter is None:
+                output_filter = OutputFilter(threshold=config.safety.output_threshold)
+                owned_safety.append(output_filter)
         else:
             guard, output_filter = None, None
         semantic_cache = cache
@@ -126,6 +133,7 @@ class Gateway:
             request_log=request_log,
             owned_backends=owned,
             owns_cache=cache is None and config.cache.enabled,
+            owned_safety=owned_safety,
             guard_uses_cache_vectors=_same_encoder(guard, semantic_cache if config.cache.enabled else None),
         )
 
@@ -138,3 +146,5 @@ class Gateway:
             self.cache.finish_stores()
         for backend in self.owned_backends:
             backend.close()
+        for part in self.owned_safety:
+            part.close()

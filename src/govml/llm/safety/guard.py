@@ -164,6 +164,10 @@ class PromptGuard:
         passed to :meth:`check` must come from it."""
         return self._scorer.embedder if self._scorer is not None else None
 
+    def close(self) -> None:
+        """Stop the threads that look for personal data (the guard is unusable after)."""
+        self._pool.shutdown(wait=True)
+
     def check(self, text: str, *, embedding: np.ndarray | None = None) -> GuardResult:
         """Check one prompt. ``embedding`` (the prompt's vector from the same encoder, e.g.
         computed for the semantic cache) skips re-encoding a short, plain prompt."""
@@ -279,6 +283,10 @@ class OutputFilter:
         self.leak_min_words = leak_min_words
         self._scorer = _HeadScorer(_resolve_head(head), embedder, categories) if use_classifier else None
         self._pool = _overlap_pool()
+
+    def close(self) -> None:
+        """Stop the threads that look for personal data (the filter is unusable after)."""
+        self._pool.shutdown(wait=True)
 
     def check(self, text: str, *, system_prompt: str | None = None) -> GuardResult:
         """Check one answer (or the window of a streamed answer)."""
