@@ -3,6 +3,8 @@ answers, bypassed when sampling, scoped by system prompt."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -178,15 +180,11 @@ def test_token_check_is_set_from_the_yaml(alpha, tmp_path) -> None:  # type: ign
             assert ask(url, ALICE, asked).headers["x-govml-cache"] == expected
 
 
-def test_answers_are_stored_after_the_response_and_read_back_by_the_next_ask(alpha, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import threading
-    import time
-
+def _slow_store_cache(folder: Any) -> Any:
+    """A cache whose stores take 0.4 s, as a busy shared database might."""
     from govml.llm.cache import SemanticCache
 
     class SlowStore(SemanticCache):
-        """A cache whose stores take 0.4 s, as a busy shared database might."""
-
         finished: list[float] = []
         threads: list[str] = []
 
@@ -197,7 +195,12 @@ def test_answers_are_stored_after_the_response_and_read_back_by_the_next_ask(alp
             self.finished.append(time.perf_counter())
             return stored
 
-    cache = SlowStore(tmp_path / "cache")
+    return SlowStore(folder)
+
+
+def test_answers_are_stored_after_the_response_and_read_back_by_the_next_ask(alpha, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cache = _slow_store_cache(tmp_path / "cache")
+    SlowStore = type(cache)
     raw = gateway_yaml({"alpha": alpha[0]}, safety={"enabled": False})
     with running_gateway(raw, tmp_path, cache=cache) as (url, gateway):
         first = ask(url, ALICE, QUESTION)
@@ -209,4 +212,17 @@ def test_answers_are_stored_after_the_response_and_read_back_by_the_next_ask(alp
         assert SlowStore.threads == ["govml-cache-store_0"]
         ask(url, BOB, PARAPHRASE)  # a miss whose store is still running at shutdown
     assert len(SlowStore.finished) == 2  # closing the gateway waited for it
+    cache.close()
+
+
+def test_stores_beyond_the_queue_bound_are_dropped_not_queued(alpha, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from govml.llm import cache_step
+
+    monkeypatch.setattr(cache_step, "MAX_PENDING_STORES", 1)
+    cache = _slow_store_cache(tmp_path / "cache")
+    raw = gateway_yaml({"alpha": alpha[0]}, safety={"enabled": False})
+    with running_gateway(raw, tmp_path, cache=cache) as (url, _):
+        assert ask(url, ALICE, QUESTION).headers["x-govml-cache"] == "miss"  # its store waits 0.4 s
+        assert ask(url, BOB, "What is the capital of Peru?").headers["x-govml-cache"] == "miss"
+    assert len(type(cache).finished) == 1  # the second answer was not cached
     cache.close()

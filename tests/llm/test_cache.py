@@ -391,3 +391,21 @@ def test_token_vectors_are_stored_in_int8_within_a_hundredth() -> None:
         unpack_tokens(blob[:-1], tokens.shape[1])
     with pytest.raises(ValueError, match="non-empty"):
         pack_tokens(np.zeros((0, 384), dtype=np.float32))
+
+
+def test_token_vectors_are_kept_only_while_the_token_check_is_on(tmp_path: Path, embedder: Embedder) -> None:
+    import sqlite3
+
+    (vector,), (tokens,) = embedder.encode_with_tokens(["How do I reset my password?"])  # type: ignore[attr-defined]
+    for token_threshold in (None, DEFAULT_TOKEN_THRESHOLD):
+        folder = tmp_path / str(token_threshold)
+        with SemanticCache(folder, embedder=embedder, token_threshold=token_threshold) as c:
+            c.store(scope(), "How do I reset my password?", "link", vector=vector, tokens=tokens)
+        with sqlite3.connect(folder / "cache.db") as db:
+            (stored,) = db.execute("SELECT tokens FROM entries").fetchone()
+        assert (stored is None) == (token_threshold is None)
+    with SemanticCache(tmp_path / "plain", embedder=_NoTokens(), token_threshold=None) as c:
+        entry = c.store(scope(), "How do I reset my password?", "link")
+        assert entry is not None
+        with pytest.raises(ConfigError, match="no token vectors"):
+            c.entry_tokens([entry])

@@ -36,9 +36,12 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-#: how long a lookup waits for the same tenant's pending stores (one takes 1-3 ms here;
+#: how long a lookup waits for the same tenant's pending stores (one takes 1-6 ms here;
 #: a shared PostgreSQL cache can take longer): past it, the lookup goes on and may miss
-STORE_WAIT_SECONDS = 5.0
+STORE_WAIT_SECONDS = 0.5
+#: stores queued at most; past it (a database slower than the traffic) answers are not
+#: cached rather than queued without end
+MAX_PENDING_STORES = 256
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,9 @@ class CacheStep:
                 _log.exception("storing an answer in the cache failed")
 
         with self._pending_lock:
+            if sum(len(p) for p in self._pending.values()) >= MAX_PENDING_STORES:
+                _log.warning("answer not cached: %d stores are already waiting", MAX_PENDING_STORES)
+                return
             future = self._writer.submit(write)
             self._pending.setdefault(tenant, set()).add(future)
         future.add_done_callback(lambda done: self._forget(tenant, done))

@@ -325,6 +325,8 @@ class SemanticCache:
             return []
         scope = self._bound(scope)
         embeddings, token_rows = self._embed_many(prompts, vectors, tokens)
+        if self.token_threshold is None:
+            token_rows = None  # nothing reads them: do not spend the disk
         now = self._clock()
         entries: list[CacheEntry] = []
         new_ids: list[int] = []
@@ -365,6 +367,29 @@ class SemanticCache:
                 self.purge_expired()
             self._evict_over_limit()
         return entries
+
+    def embed(self, prompts: list[str]) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """The prompts' vectors and, while the token check is on, their token vectors,
+        from one encoder run: what :meth:`lookup` and :meth:`store` take as ``vector``
+        and ``tokens``."""
+        if self.token_threshold is None:
+            return self.embedder.encode(prompts), None
+        assert isinstance(self.embedder, TokenEncoder)  # checked in __init__
+        return self.embedder.encode_with_tokens(prompts)
+
+    def entry_tokens(self, entries: Sequence[CacheEntry]) -> dict[int, np.ndarray]:
+        """The stored token vectors of ``entries`` by id (as the token check reads them);
+        entries stored without them are encoded now and keep the result."""
+        if not isinstance(self.embedder, TokenEncoder):
+            raise ConfigError(f"the encoder {self.embedder.name!r} gives no token vectors")
+        found = self._table.tokens([e.id for e in entries], self.embedder.dim)
+        missing = [e for e in entries if e.id not in found]
+        if missing:
+            computed = self.embedder.encode_tokens([e.prompt for e in missing])
+            fresh = {e.id: t for e, t in zip(missing, computed, strict=True)}
+            self._table.set_tokens(fresh)
+            found.update(self._table.tokens(list(fresh), self.embedder.dim))
+        return found
 
     def purge_expired(self) -> int:
         """Delete entries older than the TTL; returns how many."""
@@ -412,28 +437,6 @@ class SemanticCache:
 
     def _bypassed(self, scope: CacheScope) -> bool:
         return scope.temperature > 0 and not self.cache_sampled
-
-    def embed(self, prompts: list[str]) -> tuple[np.ndarray, list[np.ndarray] | None]:
-        """The prompts' vectors and, while the token check is on, their token vectors,
-        from one encoder run: what :meth:`lookup` and :meth:`store` take as ``vector``
-        and ``tokens``."""
-        if self.token_threshold is None:
-            return self.embedder.encode(prompts), None
-        assert isinstance(self.embedder, TokenEncoder)  # checked in __init__
-        return self.embedder.encode_with_tokens(prompts)
-
-    def entry_tokens(self, entries: Sequence[CacheEntry]) -> dict[int, np.ndarray]:
-        """The stored token vectors of ``entries`` by id (as the token check reads them);
-        entries stored without them are encoded now and keep the result."""
-        assert isinstance(self.embedder, TokenEncoder), "the token check is off"
-        found = self._table.tokens([e.id for e in entries], self.embedder.dim)
-        missing = [e for e in entries if e.id not in found]
-        if missing:
-            computed = self.embedder.encode_tokens([e.prompt for e in missing])
-            fresh = {e.id: t for e, t in zip(missing, computed, strict=True)}
-            self._table.set_tokens(fresh)
-            found.update(self._table.tokens(list(fresh), self.embedder.dim))
-        return found
 
     def _token_scores(
         self, prompt: str, tokens: np.ndarray | None, entries: list[CacheEntry]
