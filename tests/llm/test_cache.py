@@ -260,7 +260,8 @@ def test_bad_inputs_are_refused(cache: SemanticCache) -> None:
 @pytest.mark.parametrize(
     "options",
     [{"threshold": 0}, {"threshold": 1.5}, {"ttl_seconds": 0}, {"max_entries": 0},
-     {"index_kind": "annoy"}, {"candidates": 0}, {"token_threshold": 0}, {"token_threshold": 1.2}],
+     {"index_kind": "annoy"}, {"candidates": 0}, {"max_loaded_scopes": 0}, {"token_threshold": 0},
+     {"token_threshold": 1.2}],
 )  # fmt: skip
 def test_bad_options_are_config_errors(
     tmp_path: Path, embedder: Embedder, options: dict[str, object]

@@ -96,3 +96,54 @@ def test_unknown_kind_is_refused(tmp_path: Path) -> None:
         make_index("annoy", DIM)
     with pytest.raises(ValueError, match="hnswlib"):
         load_index("annoy", tmp_path / "x", DIM)
+
+
+def test_a_small_scope_is_searched_exactly_and_grows_into_a_graph(tmp_path: Path) -> None:
+    from govml.llm.cache.index import GrowingIndex, HnswlibIndex
+
+    rng = np.random.default_rng(5)
+    vectors = _unit(rng, 40)
+    index = GrowingIndex(DIM, graph_from=30)
+    index.add(np.arange(20), vectors[:20])
+    index.remove(np.array([3, 999]))
+    assert index.graph is None and len(index) == 19
+    exact = np.argsort(-(vectors[:20] @ vectors[7]))
+    labels, sims = index.search(vectors[7], 5)
+    assert labels.tolist() == [i for i in exact.tolist() if i != 3][:5]
+    np.testing.assert_allclose(sims, np.sort(vectors[labels] @ vectors[7])[::-1], rtol=1e-5)
+    index.save(tmp_path / "small.hnswlib")
+    reloaded = GrowingIndex.load(tmp_path / "small.hnswlib", DIM)
+    assert reloaded.graph is None and reloaded.labels() == index.labels()
+    index.add(np.arange(20, 40), vectors[20:])  # 39 live: past graph_from
+    assert isinstance(index.graph, HnswlibIndex) and len(index) == 39 and 3 not in index.labels()
+    assert index.search(vectors[35], 1)[0][0] == 35
+    index.remove(np.arange(10, 40))
+    assert index.graph is not None and len(index) == 9  # the graph stays
+    index.save(tmp_path / "big.hnswlib")
+    assert not (tmp_path / "big.hnswlib").read_bytes().startswith(b"PK")
+    assert GrowingIndex.load(tmp_path / "big.hnswlib", DIM).labels() == index.labels()
+    # an index file written by the graph alone (govml before GrowingIndex) still loads
+    graph = HnswlibIndex(DIM)
+    graph.add(np.arange(5), vectors[:5])
+    graph.save(tmp_path / "old.hnswlib")
+    assert GrowingIndex.load(tmp_path / "old.hnswlib", DIM).search(vectors[2], 1)[0][0] == 2
+
+
+def test_many_one_entry_scopes_stay_small(tmp_path: Path) -> None:
+    from govml.llm.cache import CacheScope, SemanticCache
+    from govml.llm.embedding import get_embedder
+
+    embedder = get_embedder("minilm")
+    (vector,), (tokens,) = embedder.encode_with_tokens(["How do I reset my password?"])  # type: ignore[attr-defined]
+    with SemanticCache(tmp_path, embedder=embedder, max_loaded_scopes=50) as cache:
+        scopes = [
+            CacheScope.for_request(api_key="k", model="m", system_prompt=f"chat {i}", sampling={"temperature": 0})
+            for i in range(120)
+        ]
+        for s in scopes:
+            answer = f"answer {s.system_prompt_hash[:6]}"
+            cache.store(s, "How do I reset my password?", answer, vector=vector, tokens=tokens)
+        assert len(cache._indexes) == 50  # the least recently used were written and let go
+        assert all(getattr(i, "graph", 1) is None for i in cache._indexes.values())  # no 2.6 MB graphs
+        found = cache.lookup(scopes[0], "How can I reset my password?")  # reloaded from its file
+        assert found.hit and found.entry is not None and found.entry.answer.endswith(scopes[0].system_prompt_hash[:6])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -140,6 +141,7 @@ class SemanticCache:
         index_kind: str = "hnswlib",
         candidates: int = 5,
         storage_url: str | None = None,
+        max_loaded_scopes: int = 256,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if threshold is None:
@@ -156,6 +158,8 @@ class SemanticCache:
             )
         if candidates < 1:
             raise ConfigError(f"cache candidates must be >= 1, got {candidates}")
+        if max_loaded_scopes < 1:
+            raise ConfigError(f"cache max_loaded_scopes must be >= 1, got {max_loaded_scopes}")
         if token_threshold is not None and not 0.0 < token_threshold <= 1.0:
             raise ConfigError(f"cache token_threshold must be in (0, 1] or None, got {token_threshold}")
         self.directory = Path(directory)
@@ -177,6 +181,7 @@ class SemanticCache:
         self.cache_sampled = cache_sampled
         self.index_kind = index_kind
         self.candidates = candidates
+        self.max_loaded_scopes = max_loaded_scopes
         self._clock = clock
         self._table = EntryTable(
             self.directory / "cache.db" if storage_url is None else parse_storage_url(storage_url)
@@ -186,7 +191,10 @@ class SemanticCache:
         self._synced: dict[str, int] = {}
         self._ahead: dict[str, set[int]] = {}
         self._reconciled: dict[str, float] = {}
-        self._indexes: dict[str, VectorIndex] = {}
+        # the loaded indexes, least recently used first: every conversation with its own
+        # history is a scope, and an hnswlib index takes 2.6 MB however small (its 65,536
+        # label locks, measured), so they are unloaded past max_loaded_scopes
+        self._indexes: OrderedDict[str, VectorIndex] = OrderedDict()
         self._dirty: dict[str, int] = {}
         self._lock = threading.RLock()
         self._stores = 0
@@ -484,6 +492,7 @@ class SemanticCache:
         """The scope's index, loaded (and repaired against SQLite) on first use."""
         index = self._indexes.get(scope_key)
         if index is not None:
+            self._indexes.move_to_end(scope_key)
             return index
         path = self._index_path(scope_key)
         dim = self.embedder.dim
@@ -497,7 +506,17 @@ class SemanticCache:
             index = make_index(self.index_kind, dim)
         self._repair(scope_key, index)
         self._indexes[scope_key] = index
+        while len(self._indexes) > self.max_loaded_scopes:
+            self._unload(next(iter(self._indexes)))
         return index
+
+    def _unload(self, scope_key: str) -> None:
+        """Write the scope's index if it changed and let it go; its next use reloads it."""
+        index = self._indexes.pop(scope_key)
+        if self._dirty.pop(scope_key, 0):
+            index.save(self._index_path(scope_key))
+        for state in (self._synced, self._ahead, self._reconciled):
+            state.pop(scope_key, None)
 
     def _repair(self, scope_key: str, index: VectorIndex) -> None:
         """Make the index hold exactly the scope's stored entries."""
