@@ -226,3 +226,21 @@ def test_stores_beyond_the_queue_bound_are_dropped_not_queued(alpha, tmp_path, m
         assert ask(url, BOB, "What is the capital of Peru?").headers["x-govml-cache"] == "miss"
     assert len(type(cache).finished) == 1  # the second answer was not cached
     cache.close()
+
+
+def test_an_answer_finished_after_shutdown_is_not_cached_and_raises_nothing(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    from govml.llm.backends.base import ChatMessage, GenerationRequest, Usage
+    from govml.llm.cache import SemanticCache
+    from govml.llm.cache_step import CachedAnswer, CacheStep
+    from govml.llm.config import CacheConfig, RouteConfig
+    from govml.llm.trace import SKIPPED
+
+    cache = SemanticCache(tmp_path)
+    step = CacheStep(cache, CacheConfig())
+    route = RouteConfig(name="m", backends=["b"])
+    request = GenerationRequest(model="m", messages=(ChatMessage("user", QUESTION),))
+    step.finish_stores()
+    step.store("tenant", route, request, CachedAnswer("eight", "stop", Usage(3, 1), SKIPPED))
+    assert "shutting down" in caplog.text
+    assert len(cache) == 0
+    cache.close()

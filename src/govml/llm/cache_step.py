@@ -192,7 +192,11 @@ class CacheStep:
             if sum(len(p) for p in self._pending.values()) >= MAX_PENDING_STORES:
                 _log.warning("answer not cached: %d stores are already waiting", MAX_PENDING_STORES)
                 return
-            future = self._writer.submit(write)
+            try:
+                future = self._writer.submit(write)
+            except RuntimeError:  # finish_stores() ran: a request that outlived shutdown
+                _log.warning("answer not cached: the gateway is shutting down")
+                return
             self._pending.setdefault(tenant, set()).add(future)
         future.add_done_callback(lambda done: self._forget(tenant, done))
 
