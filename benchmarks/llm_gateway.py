@@ -107,6 +107,26 @@ def measure_tokens_per_second(
     return {**_local_model_figures(engine, load_seconds, calls), "backend": backend}
 
 
+def guard_reference(prompts: list[str], *, rounds: int = 3) -> dict[str, Any]:
+    """The machine's speed, as the prompt guard alone on ``prompts`` (p50 of ``rounds``
+    passes): the overhead moves with it (19.9 to 33.9 ms in one morning, docs/llm-gateway.md),
+    so a run's overhead is read next to this figure."""
+    from govml.llm.safety import PromptGuard
+
+    guard = PromptGuard()
+    try:
+        guard.check_batch(prompts[:3])  # load the head, the encoder and spaCy
+        timings = []
+        for _ in range(rounds):
+            for prompt in prompts:
+                t0 = time.perf_counter()
+                guard.check_batch([prompt])
+                timings.append((time.perf_counter() - t0) * 1000)
+    finally:
+        guard.close()
+    return _percentiles(timings)
+
+
 def measure_gateway(
     *,
     requests: int = 30,
@@ -125,6 +145,7 @@ def measure_gateway(
 
     prompts = _prompts(requests)
     engine = resolve_engine(engine)
+    reference = guard_reference(prompts)
     backend, load_seconds = _load_backend(engine)
     raw = {
         "models": [{"name": "smollm2", "backends": ["local"], "max_tokens": max_tokens}],
@@ -179,6 +200,7 @@ def measure_gateway(
         "requests": len(prompts),
         "max_tokens": max_tokens,
         "local_model": local_model,
+        "machine_reference_guard_alone": reference,
         "backend_direct_latency": local_model["direct_latency"],
         "gateway_latency_miss": _percentiles([ms for ms, _ in misses]),
         "gateway_overhead_guard_cache_filter": _percentiles(miss_overhead),
@@ -204,7 +226,8 @@ def _print_summary(figures: dict[str, Any]) -> None:
     print(
         f"gateway overhead (guard + cache + filter): p50 {over['p50_ms']:.1f} ms,"
         f" p99 {over['p99_ms']:.1f} ms (target p50 < 20 ms);"
-        f" backend direct p50 {gw['backend_direct_latency']['p50_ms']:.0f} ms"
+        f" backend direct p50 {gw['backend_direct_latency']['p50_ms']:.0f} ms,"
+        f" guard alone p50 {gw['machine_reference_guard_alone']['p50_ms']:.1f} ms"
     )
     if hit:
         print(f"cache hit end to end: p50 {hit['p50_ms']:.1f} ms (target < 30 ms)")
@@ -295,6 +318,11 @@ def main() -> None:
         if value:
             print(f"{label:44} {value['p50_ms']:>10.1f} {value['p99_ms']:>10.1f}")
     print(f"cache hits on the second pass: {gw['cache_hits']}")
+    ref = gw["machine_reference_guard_alone"]
+    print(
+        f"machine reference, the prompt guard alone on the same prompts: p50 {ref['p50_ms']:.1f} ms"
+        " (7.2 ms on the fastest machine of 2026-11-29, 13.9 ms on the slowest)"
+    )
     print(f"overhead per step, p50 ms: {gw['gateway_overhead_steps_p50_ms']}")
     print(
         f"machine load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
