@@ -190,14 +190,12 @@ class _ChatPipeline:
         are encoded once, for the guard's classifier and the cache alike."""
         trace, gateway, route = self.trace, self.gateway, self.route
         turns = user_turns(self.request.messages)
-        turn_tokens: list[list[np.ndarray] | None] = [None]
+        # the turns' vectors and token vectors, kept from the guard's call for the cache
+        encoded: list[tuple[np.ndarray, list[np.ndarray] | None] | None] = [None]
 
         def encode(texts: list[str]) -> np.ndarray | None:
-            encoded = gateway.cache.encode(route, texts)
-            if encoded is None:
-                return None
-            turn_tokens[0] = encoded[1]
-            return encoded[0]
+            encoded[0] = gateway.cache.encode(route, texts)
+            return None if encoded[0] is None else encoded[0][0]
 
         with _gateway_step(trace, "input_check"):
             verdict = gateway.safety.check_input(
@@ -205,7 +203,6 @@ class _ChatPipeline:
                 self.request.messages,
                 encode=encode if gateway.guard_uses_cache_vectors else None,
             )
-        vectors = verdict.vectors
         trace.input = verdict.view
         trace.prompt = "\n".join(m.content for m in verdict.messages if m.role == "user")
         gateway.metrics.safety.labels(route.name, "input", verdict.view.action).inc()
@@ -215,10 +212,11 @@ class _ChatPipeline:
                 verdict.view.categories,
                 trace.govml(gateway.carbon),
             )
-        if vectors is not None and user_turns(verdict.messages)[-1:] == turns[-1:]:
+        if encoded[0] is not None and user_turns(verdict.messages)[-1:] == turns[-1:]:
             # not redacted: the embedding still holds
+            vectors, tokens = encoded[0]
             self.question_vector = vectors[-1]
-            self.question_tokens = turn_tokens[0][-1] if turn_tokens[0] else None
+            self.question_tokens = tokens[-1] if tokens else None
         self.request = replace(self.request, messages=verdict.messages)
         with _gateway_step(trace, "cache_lookup"):
             outcome = gateway.cache.lookup(

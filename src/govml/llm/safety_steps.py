@@ -24,13 +24,11 @@ _ACTION_ORDER = ("allow", "flag", "redact", "block")
 
 @dataclass(frozen=True)
 class InputVerdict:
-    """The conversation to send on (user turns redacted where the policy says so), and
-    the user turns' vectors when an encoder was given."""
+    """The conversation to send on (user turns redacted where the policy says so)."""
 
     messages: tuple[ChatMessage, ...]
     view: SafetyView
     reason: str | None = None
-    vectors: np.ndarray | None = None
 
     @property
     def blocked(self) -> bool:
@@ -83,21 +81,14 @@ class SafetySteps:
         """Check every user turn; block if one is blocked, redact those the policy redacts.
 
         ``encode``: the :func:`user_turns` texts to vectors with the guard's encoder (the
-        semantic cache's), or None; it runs while the guard looks for personal data, and
-        the guard and the verdict reuse its vectors.
+        semantic cache's, which keeps them), or None; the guard calls it while it looks
+        for personal data. Without a guard nothing is encoded here.
         """
         users = [i for i, m in enumerate(messages) if m.role == "user" and m.content]
         texts = [messages[i].content for i in users]
         if self._guard is None or not users:
-            vectors = encode(texts) if encode is not None and texts else None
-            return InputVerdict(messages=messages, view=SKIPPED, vectors=vectors)
-        kept: list[np.ndarray | None] = [None]
-
-        def encode_and_keep(items: list[str]) -> np.ndarray | None:
-            kept[0] = encode(items) if encode is not None else None
-            return kept[0]
-
-        results = self._guard.check_batch(texts, encode=encode_and_keep)
+            return InputVerdict(messages=messages, view=SKIPPED)
+        results = self._guard.check_batch(texts, encode=encode)
         decisions = [
             apply_policy(r, route.policy.input, text=messages[i].content)
             for i, r in zip(users, results, strict=True)
@@ -112,7 +103,6 @@ class SafetySteps:
             messages=tuple(updated),
             view=_view(results, action),
             reason=reason,
-            vectors=kept[0],
         )
 
     def check_output(

@@ -188,12 +188,12 @@ class EntryTable:
                 found[int(entry_id)] = unpack_tokens(bytes(blob), dim)
         return found
 
-    def set_tokens(self, rows: Mapping[int, np.ndarray]) -> None:
-        """Keep token vectors computed later for entries stored without them."""
-        self._db.write_batch(
-            "UPDATE entries SET tokens = ? WHERE id = ?",
-            [(pack_tokens(t), int(i)) for i, t in rows.items()],
-        )
+    def set_tokens(self, rows: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Keep token vectors computed later for entries stored without them; returns
+        them as stored (int8), as :meth:`tokens` will read them."""
+        blobs = {int(i): pack_tokens(t) for i, t in rows.items()}
+        self._db.write_batch("UPDATE entries SET tokens = ? WHERE id = ?", [(b, i) for i, b in blobs.items()])
+        return {i: unpack_tokens(b, rows[i].shape[1]) for i, b in blobs.items()}
 
     def record_hit(self, entry_id: int, now: float) -> CacheEntry | None:
         rows = self._db.execute(

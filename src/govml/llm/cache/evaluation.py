@@ -124,7 +124,6 @@ def ask_paraphrases(
     if not 0 < cached_fraction < 1:
         raise ValueError(f"cached_fraction must be in (0, 1), got {cached_fraction}")
     n = len(pairs)
-    tokens_too = isinstance(embedder, TokenEncoder)
     origin_tokens = question_tokens = None
     if isinstance(embedder, TokenEncoder):
         origins, origin_tokens = embedder.encode_with_tokens([p.origin for p in pairs])
@@ -147,7 +146,7 @@ def ask_paraphrases(
             max_entries=max(n, 1),
             candidates=candidates,
             index_kind=index_kind,
-            token_threshold=DEFAULT_TOKEN_THRESHOLD if tokens_too else None,
+            token_threshold=None if origin_tokens is None else DEFAULT_TOKEN_THRESHOLD,
         )
         rows = np.flatnonzero(cached).tolist()
         entries = cache.store_many(
@@ -160,7 +159,7 @@ def ask_paraphrases(
         entry_of = {i: entry.id for i, entry in zip(rows, entries, strict=True)}
         found = [cache.nearest(scope, pairs[i].similar, vector=similars[i]) for i in range(n)]
         # the cached prompts' token vectors as the cache keeps them (int8), not as encoded
-        entry_tokens = cache.entry_tokens(entries) if tokens_too else None
+        entry_tokens = None if origin_tokens is None else cache.entry_tokens(entries)
         cache.close()
     correct = [
         frozenset(entry_of[j] for j in np.flatnonzero(twins[i] & cached).tolist()) for i in range(n)

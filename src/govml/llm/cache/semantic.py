@@ -394,9 +394,7 @@ class SemanticCache:
         missing = [e for e in entries if e.id not in found]
         if missing:
             computed = self.embedder.encode_tokens([e.prompt for e in missing])
-            fresh = {e.id: t for e, t in zip(missing, computed, strict=True)}
-            self._table.set_tokens(fresh)
-            found.update(self._table.tokens(list(fresh), self.embedder.dim))
+            found.update(self._table.set_tokens({e.id: t for e, t in zip(missing, computed, strict=True)}))
         return found
 
     def purge_expired(self) -> int:
