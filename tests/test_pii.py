@@ -156,3 +156,57 @@ def test_gated_engine_matches_running_the_ner_always(monkeypatch: pytest.MonkeyP
     gated = [find_pii(t) for t in texts]
     monkeypatch.setattr("govml.pii._may_hold_person", lambda text: True)
     assert [find_pii(t) for t in texts] == gated
+
+
+# --- Presidio is asked only for the types a text could hold -------------------------
+
+_SKIP_TEXTS = [
+    "The capital of France is Paris.",
+    "how do i sort a list in python?",
+    "Note: the server is down; ask the admin.",
+    "Reach me at ann@example.org or on +44 20 7946 0958",
+    "Card 4111 1111 1111 1111, expiry 12/29",
+    "My ssn is 536-22-8726",
+    "Pay into GB82 WEST 1234 5698 7654 32",
+    "The host is fe80::1ff:fe23:4567:890a and the loopback ::1",
+    "Route traffic to abcd:ef:abcd:ef:abcd:ef:abcd:ef now",
+    "Set the listener to :: so it binds everywhere",
+    "Bind to 10.0.0.7 on port 8080",
+    "Dr Smith said hello to Anna Berg in 2021",
+    "NHS number 943 476 5919 belongs to the patient",
+    "Ｃall ５５５-０１９８ today",
+]
+
+
+def test_asking_only_for_possible_types_finds_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    from govml.pii import ENTITY_TYPES, _possible_entities
+
+    texts = _SKIP_TEXTS + _gate_texts(40, seed=5)
+    narrowed = [find_pii(t) for t in texts]
+    assert any(narrowed), "the texts must hold findings for this test to mean anything"
+    monkeypatch.setattr("govml.pii._possible_entities", lambda text, entities: list(entities))
+    assert [find_pii(t) for t in texts] == narrowed
+    # the conditions themselves: each sample above that holds a type is let through for it
+    assert "IP_ADDRESS" in _possible_entities("fe80::1", ENTITY_TYPES)
+    assert "IP_ADDRESS" in _possible_entities("listen on ::", ENTITY_TYPES)
+    assert "IP_ADDRESS" in _possible_entities("abcd:ef:abcd:ef:abcd:ef:abcd:ef", ENTITY_TYPES)
+    assert _possible_entities("Note: the server is down", ENTITY_TYPES) == []
+
+
+def test_prose_with_nothing_to_find_skips_presidio(monkeypatch: pytest.MonkeyPatch) -> None:
+    import govml.pii
+
+    calls: list[list[str]] = []
+    engine = govml.pii.get_engine()
+
+    class Spy:
+        def analyze(self, *, text: str, language: str, entities: list[str]) -> object:
+            calls.append(entities)
+            return engine.analyze(text=text, language=language, entities=entities)
+
+    monkeypatch.setattr(govml.pii, "get_engine", lambda: Spy())
+    assert find_pii("The capital of France is Paris.") == []
+    assert find_pii("how do i sort a list in python?") == []
+    assert calls == []
+    assert [f.entity_type for f in find_pii("Write to ann@example.org")] == ["EMAIL_ADDRESS"]
+    assert calls == [["EMAIL_ADDRESS"]]
