@@ -210,3 +210,16 @@ def test_prose_with_nothing_to_find_skips_presidio(monkeypatch: pytest.MonkeyPat
     assert calls == []
     assert [f.entity_type for f in find_pii("Write to ann@example.org")] == ["EMAIL_ADDRESS"]
     assert calls == [["EMAIL_ADDRESS"]]
+
+
+def test_allowed_terms_are_not_personal_data() -> None:
+    text = "Files live in Google Cloud Storage; ask John Smith or mail ann@example.org"
+    found = {f.text for f in find_pii(text)}
+    assert found == {"Cloud Storage", "John Smith", "ann@example.org"}
+    # the whole product name, in any case, covers spaCy's partial span
+    allowed = {f.text for f in find_pii(text, allow=["google cloud storage"])}
+    assert allowed == {"John Smith", "ann@example.org"}
+    # a term covers only findings inside it: "Storage" does not cover "Cloud Storage"
+    assert {f.text for f in find_pii(text, allow=["Storage", "Smith"])} == found
+    with pytest.raises(TypeError, match="list of terms"):
+        find_pii(text, allow="Google Cloud Storage")

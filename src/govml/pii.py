@@ -19,6 +19,7 @@ import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from random import Random
 from typing import TYPE_CHECKING
 
@@ -226,15 +227,33 @@ def _drop_overlaps(findings: list[PiiFinding]) -> list[PiiFinding]:
     return sorted(kept, key=lambda f: f.start)
 
 
+@lru_cache(maxsize=256)
+def _term_pattern(term: str) -> re.Pattern[str]:
+    return re.compile(re.escape(term), re.IGNORECASE)
+
+
+def _allowed_spans(text: str, allow: Sequence[str]) -> list[tuple[int, int]]:
+    """Where each term of ``allow`` occurs in ``text``, in any case."""
+    return [m.span() for term in allow for m in _term_pattern(term).finditer(text)]
+
+
 def find_pii(
     text: str,
     *,
     entities: Sequence[str] = ENTITY_TYPES,
     thresholds: Mapping[str, float] = DEFAULT_THRESHOLDS,
+    allow: Sequence[str] = (),
 ) -> list[PiiFinding]:
-    """Personal data in ``text``, non-overlapping, in order of position."""
+    """Personal data in ``text``, non-overlapping, in order of position.
+
+    ``allow``: terms that are not personal data where they occur (any case), such as
+    product names spaCy takes for people ("Google Cloud Storage"); a finding lying inside
+    an occurrence is dropped. Presidio's own ``allow_list`` matches only a finding's exact
+    text, and spaCy's span is often part of the name ("Cloud Storage")."""
     if not isinstance(text, str):
         raise TypeError("find_pii() takes a string")
+    if isinstance(allow, str):
+        raise TypeError("allow takes a list of terms, not one string")
     unknown = sorted(set(entities) - set(thresholds))
     if unknown:
         raise ValueError(
@@ -244,11 +263,13 @@ def find_pii(
     if not wanted:
         return []
     results = get_engine().analyze(text=text, language="en", entities=wanted)
+    allowed = _allowed_spans(text, allow)
     findings = [
         PiiFinding(r.entity_type, r.start, r.end, float(r.score), text[r.start : r.end])
         for r in results
         if r.score >= thresholds[r.entity_type]
         and (r.entity_type != "PERSON" or _plausible_person(text, r.start, r.end))
+        and not any(a <= r.start and r.end <= b for a, b in allowed)
     ]
     return _drop_overlaps(findings)
 

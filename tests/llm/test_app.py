@@ -179,6 +179,29 @@ def test_personal_data_is_redacted_before_the_upstream(gateway: str, alpha) -> N
     assert "john.smith@example.com" not in answer.choices[0].message.content
 
 
+def test_allowed_terms_pass_a_blocking_route(alpha, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    product = "Where does Google Cloud Storage keep my files?"
+    for allow, expected in (([], 400), (["Google Cloud Storage"], 200)):
+        raw = gateway_yaml({"alpha": alpha[0]}, cache={"enabled": False}, safety={"pii_allow": allow})
+        with running_gateway(raw, tmp_path / str(len(allow))) as (url, _):
+            if expected == 400:
+                with pytest.raises(openai.BadRequestError) as refused:
+                    client(url).chat.completions.create(
+                        model="alpha", messages=[{"role": "user", "content": product}]
+                    )
+                assert refused.value.code == "content_filter"
+                continue
+            answer = client(url).chat.completions.create(
+                model="alpha", messages=[{"role": "user", "content": product}]
+            )
+            assert answer.model_extra["govml"]["input"]["categories"] == []
+            with pytest.raises(openai.BadRequestError):  # other personal data is still refused
+                client(url).chat.completions.create(
+                    model="alpha",
+                    messages=[{"role": "user", "content": product + " Mail ann@example.org"}],
+                )
+
+
 @pytest.fixture(scope="module")
 def filtered_gateway(alpha, guard, output_filter, tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """Prompts only flagged, answers blocked; the stream checked every 20 characters."""

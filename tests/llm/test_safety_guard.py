@@ -141,6 +141,22 @@ def test_bad_input(guard: PromptGuard) -> None:
         guard.check_batch("a single string")
     with pytest.raises(ValueError, match="threshold"):
         PromptGuard(threshold=0.0, use_classifier=False)
+    with pytest.raises(ValueError, match="unknown personal-data types"):
+        PromptGuard(use_classifier=False, pii_entities=["PERSON", "NAME"])
+    with pytest.raises(ValueError, match="non-empty terms"):
+        OutputFilter(use_classifier=False, pii_allow=["Cloud Storage", ""])
+
+
+def test_personal_data_types_and_allowed_terms() -> None:
+    text = "Copy the files from Google Cloud Storage and send them to ann@example.org"
+    assert [f.text for f in PromptGuard(use_classifier=False).check(text).pii] == [
+        "Cloud Storage",  # spaCy's small model takes the product for a person
+        "ann@example.org",
+    ]
+    allowed = PromptGuard(use_classifier=False, pii_allow=["Google Cloud Storage"]).check(text)
+    assert [f.text for f in allowed.pii] == ["ann@example.org"]
+    emails_only = OutputFilter(use_classifier=False, pii_entities=["EMAIL_ADDRESS"]).check(text)
+    assert emails_only.redacted_text == "Copy the files from Google Cloud Storage and send them to <EMAIL_ADDRESS>"
 
 
 def test_head_file_checks(tmp_path: Path) -> None:
@@ -199,6 +215,34 @@ def test_streaming_filter_catches_leak_split_across_chunks(output_filter: Output
     assert not checked[0].flagged  # the opening words are harmless
     with pytest.raises(ValueError):
         StreamingOutputFilter(output_filter, window=10, check_every=10)
+
+
+def test_a_gateway_builds_its_checks_from_the_safety_section(tmp_path: Path) -> None:
+    from govml.llm.config import parse_gateway_config
+    from govml.llm.gateway import Gateway
+
+    raw = {
+        "models": [{"name": "m", "backends": ["b"]}],
+        "backends": {"b": {"type": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+        "cache": {"enabled": False},
+        "safety": {"pii_entities": ["PERSON", "EMAIL_ADDRESS"], "pii_allow": ["Google Cloud Storage"]},
+    }
+    config = parse_gateway_config(raw, source=tmp_path / "gateway.yaml")
+    gateway = Gateway.from_config(config, home=tmp_path, environ={"GOVML_API_KEYS": "k"})
+    try:
+        guard, output_filter = gateway.owned_safety
+        for check in (guard, output_filter):
+            assert check.pii_entities == ("PERSON", "EMAIL_ADDRESS")
+            assert check.pii_allow == ("Google Cloud Storage",)
+    finally:
+        gateway.close()
+    raw["safety"] = {"pii_entities": []}
+    config = parse_gateway_config(raw, source=tmp_path / "gateway.yaml")
+    gateway = Gateway.from_config(config, home=tmp_path, environ={"GOVML_API_KEYS": "k"})
+    try:
+        assert [check.detect_pii for check in gateway.owned_safety] == [False, False]
+    finally:
+        gateway.close()
 
 
 def test_a_gateway_closes_the_guard_and_filter_it_built(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from govml.errors import ConfigError
+from govml.pii import ENTITY_TYPES
 from govml.storage import parse_storage_url
 
 PolicyAction = Literal["block", "redact", "flag"]
@@ -125,6 +126,27 @@ class SafetyConfig(_Section):
     output_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
     stream_window_chars: Annotated[int, Field(ge=100)] = 1000
     stream_check_every_chars: Annotated[int, Field(ge=20)] = 200
+    pii_entities: tuple[str, ...] = Field(
+        default=ENTITY_TYPES, description="Personal-data types looked for; [] turns the check off."
+    )
+    pii_allow: tuple[str, ...] = Field(
+        default=(), description="Terms never taken for personal data, e.g. product names."
+    )
+
+    @field_validator("pii_entities")
+    @classmethod
+    def _known_entities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(ENTITY_TYPES))
+        if unknown:
+            raise ValueError(f"unknown types {unknown}; known: {', '.join(ENTITY_TYPES)}")
+        return value
+
+    @field_validator("pii_allow")
+    @classmethod
+    def _no_blank_terms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not all(term.strip() for term in value):
+            raise ValueError("a blank term would match everywhere; remove it")
+        return value
 
     @model_validator(mode="after")
     def _window_covers_step(self) -> SafetyConfig:

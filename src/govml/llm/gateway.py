@@ -88,11 +88,22 @@ class Gateway:
         )
         owned_safety: list[PromptGuard | OutputFilter] = []
         if config.safety.enabled:
+            entities, allow = config.safety.pii_entities, config.safety.pii_allow
             if guard is None:
-                guard = PromptGuard(threshold=config.safety.input_threshold)
+                guard = PromptGuard(
+                    threshold=config.safety.input_threshold,
+                    detect_pii=bool(entities),
+                    pii_entities=entities,
+                    pii_allow=allow,
+                )
                 owned_safety.append(guard)
             if output_filter is None:
-                output_filter = OutputFilter(threshold=config.safety.output_threshold)
+                output_filter = OutputFilter(
+                    threshold=config.safety.output_threshold,
+                    detect_pii=bool(entities),
+                    pii_entities=entities,
+                    pii_allow=allow,
+                )
                 owned_safety.append(output_filter)
         else:
             guard, output_filter = None, None

@@ -48,6 +48,22 @@ def _check_threshold(threshold: float) -> float:
 _T = TypeVar("_T")
 
 
+def _entity_types(entities: Sequence[str]) -> tuple[str, ...]:
+    unknown = sorted(set(entities) - set(ENTITY_TYPES))
+    if isinstance(entities, str) or unknown:
+        raise ValueError(
+            f"unknown personal-data types {unknown or entities!r}; known: {', '.join(ENTITY_TYPES)}"
+        )
+    return tuple(entities)
+
+
+def _terms(allow: Sequence[str]) -> tuple[str, ...]:
+    """Allow-list terms checked once: a list of non-blank strings."""
+    if isinstance(allow, str) or not all(isinstance(t, str) and t.strip() for t in allow):
+        raise ValueError("pii_allow takes a list of non-empty terms")
+    return tuple(allow)
+
+
 def _overlap_pool() -> ThreadPoolExecutor:
     """Threads that look for personal data while the calling thread encodes."""
     return ThreadPoolExecutor(max_workers=4, thread_name_prefix="govml-guard")
@@ -56,6 +72,7 @@ def _overlap_pool() -> ThreadPoolExecutor:
 def _beside_pii(
     pool: ThreadPoolExecutor | None,
     entities: Sequence[str],
+    allow: Sequence[str],
     texts: Sequence[str],
     scoring: Callable[[], _T],
 ) -> tuple[_T, list[list[PiiFinding]]]:
@@ -67,7 +84,7 @@ def _beside_pii(
     start, while this thread ran spaCy (measured in docs/llm-gateway.md)."""
     if pool is None:
         return scoring(), [[] for _ in texts]
-    pending = pool.submit(lambda: [find_pii(t, entities=entities) for t in texts])
+    pending = pool.submit(lambda: [find_pii(t, entities=entities, allow=allow) for t in texts])
     try:
         scored = scoring()
     finally:
@@ -147,11 +164,13 @@ class PromptGuard:
         use_classifier: bool = True,
         detect_pii: bool = True,
         pii_entities: Sequence[str] = ENTITY_TYPES,
+        pii_allow: Sequence[str] = (),
     ) -> None:
         self.threshold = _check_threshold(threshold)
         self.use_rules = use_rules
         self.detect_pii = detect_pii
-        self.pii_entities = tuple(pii_entities)
+        self.pii_entities = _entity_types(pii_entities)
+        self.pii_allow = _terms(pii_allow)
         self._scorer: _HeadScorer | None = None
         if use_classifier:
             loaded = _resolve_head(head)
@@ -196,7 +215,7 @@ class PromptGuard:
             return self._probabilities(normalised, vectors)
 
         pool = self._pool if self.detect_pii else None
-        probabilities, findings = _beside_pii(pool, self.pii_entities, texts, scoring)
+        probabilities, findings = _beside_pii(pool, self.pii_entities, self.pii_allow, texts, scoring)
         return [
             self._result(t, n, p, f)
             for t, n, p, f in zip(texts, normalised, probabilities, findings, strict=True)
@@ -275,11 +294,13 @@ class OutputFilter:
         use_classifier: bool = True,
         detect_pii: bool = True,
         pii_entities: Sequence[str] = ENTITY_TYPES,
+        pii_allow: Sequence[str] = (),
         leak_min_words: int = DEFAULT_MIN_WORDS,
     ) -> None:
         self.threshold = _check_threshold(threshold)
         self.detect_pii = detect_pii
-        self.pii_entities = tuple(pii_entities)
+        self.pii_entities = _entity_types(pii_entities)
+        self.pii_allow = _terms(pii_allow)
         self.leak_min_words = leak_min_words
         self._scorer = _HeadScorer(_resolve_head(head), embedder, categories) if use_classifier else None
         self._pool = _overlap_pool()
@@ -300,6 +321,7 @@ class OutputFilter:
         scored, (findings,) = _beside_pii(
             pool,
             self.pii_entities,
+            self.pii_allow,
             [text],
             lambda: scorer.probabilities([text_windows(text)], [text_sentences(text)]) if scorer else None,
         )
