@@ -3,6 +3,7 @@ OpenAI-compatible upstream whose answers are predictable (it repeats the questio
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -36,10 +37,12 @@ def make_upstream(name: str = "upstream") -> FastAPI:
     word per token, cut at ``max_tokens``.
 
     ``app.state.fail_status`` (when set) makes every chat request fail with that status;
+    ``app.state.delay_seconds`` holds each answer back that long (a remote model's time);
     ``app.state.calls`` counts chat requests; ``app.state.last_body`` keeps the last one.
     """
     app = FastAPI()
     app.state.fail_status = None
+    app.state.delay_seconds = 0.0
     app.state.calls = 0
     app.state.last_body = None
 
@@ -55,6 +58,8 @@ def make_upstream(name: str = "upstream") -> FastAPI:
         app.state.calls += 1
         body = await request.json()
         app.state.last_body = body
+        if app.state.delay_seconds:
+            await asyncio.sleep(app.state.delay_seconds)
         if app.state.fail_status is not None:
             return JSONResponse(
                 {
