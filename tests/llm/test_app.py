@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from govml.llm.safety import OutputFilter, PromptGuard
-from tests.llm.live import ALICE, gateway_yaml, make_upstream, running_gateway, serve
+from tests.llm.live import ALICE, gateway_yaml, local_backend, make_upstream, running_gateway, serve
 
 GOVML_KEYS = {
     "request_id",
@@ -200,6 +200,33 @@ def test_allowed_terms_pass_a_blocking_route(alpha, tmp_path: Path) -> None:  # 
                     model="alpha",
                     messages=[{"role": "user", "content": product + " Mail ann@example.org"}],
                 )
+
+
+def test_the_shipped_example_serves_with_the_readme_environment_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the README exports GOVML_API_KEYS and nothing else; until 2026-11-29 the example
+    # named an upstream key variable and refused to start without it
+    from govml.llm.app import create_app
+    from govml.llm.config import load_gateway_config
+    from govml.llm.gateway import Gateway
+
+    monkeypatch.delenv("UPSTREAM_API_KEY", raising=False)
+    example = Path(__file__).resolve().parents[2] / "examples" / "llm-gateway" / "gateway.yaml"
+    gateway = Gateway.from_config(
+        load_gateway_config(example),
+        home=tmp_path,
+        backends={"smollm2": local_backend()},  # the packaged SmolLM2, loaded once per session
+        environ={"GOVML_API_KEYS": "sk-local-1"},
+    )  # the guard and the filter are built from the example's safety section
+    with serve(create_app(gateway)) as url:
+        answer = client(url, "sk-local-1").chat.completions.create(
+            model="smollm2-135m-instruct",
+            messages=[{"role": "user", "content": "Where does Google Cloud Storage keep my files?"}],
+            temperature=0,
+            max_tokens=8,
+        )
+    assert answer.model_extra["govml"]["input"]["categories"] == []  # pii_allow in the example
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,10 @@ class OpenAIBackendConfig(_Section):
             return None
         value = os.environ.get(self.api_key_env)
         if not value:
-            raise ConfigError(f"backend key variable {self.api_key_env} is not set")
+            raise ConfigError(
+                f"backend key variable {self.api_key_env} is not set: export it, or remove "
+                f"api_key_env from the backend if {self.base_url} needs no key"
+            )
         return value
 
 
