@@ -227,6 +227,25 @@ def _drop_overlaps(findings: list[PiiFinding]) -> list[PiiFinding]:
     return sorted(kept, key=lambda f: f.start)
 
 
+def entity_types(entities: Sequence[str]) -> tuple[str, ...]:
+    """``entities`` as a tuple, checked against :data:`ENTITY_TYPES`."""
+    if isinstance(entities, str):
+        raise TypeError("entity types come as a list, not one string")
+    unknown = sorted(set(entities) - set(ENTITY_TYPES))
+    if unknown:
+        raise ValueError(f"unknown personal-data types {unknown}; known: {', '.join(ENTITY_TYPES)}")
+    return tuple(entities)
+
+
+def allow_terms(allow: Sequence[str]) -> tuple[str, ...]:
+    """Allow-list terms as a tuple, checked: strings, none blank (it would match everywhere)."""
+    if isinstance(allow, str) or not all(isinstance(term, str) for term in allow):
+        raise TypeError("allow takes a list of terms, not one string")
+    if not all(term.strip() for term in allow):
+        raise ValueError("a blank term would match everywhere; remove it")
+    return tuple(allow)
+
+
 @lru_cache(maxsize=256)
 def _term_pattern(term: str) -> re.Pattern[str]:
     return re.compile(re.escape(term), re.IGNORECASE)
@@ -252,8 +271,7 @@ def find_pii(
     text, and spaCy's span is often part of the name ("Cloud Storage")."""
     if not isinstance(text, str):
         raise TypeError("find_pii() takes a string")
-    if isinstance(allow, str):
-        raise TypeError("allow takes a list of terms, not one string")
+    allow = allow_terms(allow)
     unknown = sorted(set(entities) - set(thresholds))
     if unknown:
         raise ValueError(

@@ -74,7 +74,7 @@ def test_defaults_are_safe() -> None:
             "smaller than stream_window_chars",
         ),
         (minimal(models=[]), "models"),
-        (minimal(safety={"pii_entities": ["PERSON", "EMAL"]}), "unknown types ['EMAL']"),
+        (minimal(safety={"pii_entities": ["PERSON", "EMAL"]}), "unknown personal-data types ['EMAL']"),
         (minimal(safety={"pii_allow": ["Cloud Storage", " "]}), "safety.pii_allow: Value error, a blank"),
         (minimal(safety={"pii_allow": "Cloud Storage"}), "safety.pii_allow"),
     ],

@@ -143,7 +143,7 @@ def test_bad_input(guard: PromptGuard) -> None:
         PromptGuard(threshold=0.0, use_classifier=False)
     with pytest.raises(ValueError, match="unknown personal-data types"):
         PromptGuard(use_classifier=False, pii_entities=["PERSON", "NAME"])
-    with pytest.raises(ValueError, match="non-empty terms"):
+    with pytest.raises(ValueError, match="blank term"):
         OutputFilter(use_classifier=False, pii_allow=["Cloud Storage", ""])
 
 

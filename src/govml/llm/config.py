@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from govml.errors import ConfigError
-from govml.pii import ENTITY_TYPES
+from govml.pii import ENTITY_TYPES, allow_terms, entity_types
 from govml.storage import parse_storage_url
 
 PolicyAction = Literal["block", "redact", "flag"]
@@ -136,20 +136,8 @@ class SafetyConfig(_Section):
         default=(), description="Terms never taken for personal data, e.g. product names."
     )
 
-    @field_validator("pii_entities")
-    @classmethod
-    def _known_entities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(value) - set(ENTITY_TYPES))
-        if unknown:
-            raise ValueError(f"unknown types {unknown}; known: {', '.join(ENTITY_TYPES)}")
-        return value
-
-    @field_validator("pii_allow")
-    @classmethod
-    def _no_blank_terms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not all(term.strip() for term in value):
-            raise ValueError("a blank term would match everywhere; remove it")
-        return value
+    _known_entities = field_validator("pii_entities")(entity_types)
+    _no_blank_terms = field_validator("pii_allow")(allow_terms)
 
     @model_validator(mode="after")
     def _window_covers_step(self) -> SafetyConfig:

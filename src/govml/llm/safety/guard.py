@@ -22,7 +22,7 @@ from govml.llm.safety.leak import DEFAULT_MIN_WORDS, find_leaks
 from govml.llm.safety.normalise import NormalisedText, normalise
 from govml.llm.safety.result import GuardResult, combine, scaled_risk
 from govml.llm.safety.rules import match_rules
-from govml.pii import ENTITY_TYPES, PiiFinding, find_pii, replace_spans
+from govml.pii import ENTITY_TYPES, PiiFinding, allow_terms, entity_types, find_pii, replace_spans
 
 # A rule match is strong evidence but not proof (rules cannot read intent): high risk,
 # not the maximum. Hidden text alone is suspicious, not unsafe: it lowers the score
@@ -46,22 +46,6 @@ def _check_threshold(threshold: float) -> float:
 
 
 _T = TypeVar("_T")
-
-
-def _entity_types(entities: Sequence[str]) -> tuple[str, ...]:
-    unknown = sorted(set(entities) - set(ENTITY_TYPES))
-    if isinstance(entities, str) or unknown:
-        raise ValueError(
-            f"unknown personal-data types {unknown or entities!r}; known: {', '.join(ENTITY_TYPES)}"
-        )
-    return tuple(entities)
-
-
-def _terms(allow: Sequence[str]) -> tuple[str, ...]:
-    """Allow-list terms checked once: a list of non-blank strings."""
-    if isinstance(allow, str) or not all(isinstance(t, str) and t.strip() for t in allow):
-        raise ValueError("pii_allow takes a list of non-empty terms")
-    return tuple(allow)
 
 
 def _overlap_pool() -> ThreadPoolExecutor:
@@ -169,8 +153,8 @@ class PromptGuard:
         self.threshold = _check_threshold(threshold)
         self.use_rules = use_rules
         self.detect_pii = detect_pii
-        self.pii_entities = _entity_types(pii_entities)
-        self.pii_allow = _terms(pii_allow)
+        self.pii_entities = entity_types(pii_entities)
+        self.pii_allow = allow_terms(pii_allow)
         self._scorer: _HeadScorer | None = None
         if use_classifier:
             loaded = _resolve_head(head)
@@ -299,8 +283,8 @@ class OutputFilter:
     ) -> None:
         self.threshold = _check_threshold(threshold)
         self.detect_pii = detect_pii
-        self.pii_entities = _entity_types(pii_entities)
-        self.pii_allow = _terms(pii_allow)
+        self.pii_entities = entity_types(pii_entities)
+        self.pii_allow = allow_terms(pii_allow)
         self.leak_min_words = leak_min_words
         self._scorer = _HeadScorer(_resolve_head(head), embedder, categories) if use_classifier else None
         self._pool = _overlap_pool()
