@@ -40,6 +40,8 @@ def gateway(alpha, tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untype
     raw = gateway_yaml(
         {"alpha": alpha[0], "dead": dead},
         limits={"max_body_bytes": 4096, "max_prompt_chars": 500, "max_messages": 4},
+        # every request here meets the dead backend: no cool-down (0), tested on its own below
+        routing={"cooldown_after_failures": 0},
         **PLAIN,
     )
     raw["models"].append({"name": "dead-then-alpha", "backends": ["dead", "alpha"]})
@@ -215,3 +217,24 @@ def test_anonymous_access_only_when_auth_is_off(alpha, tmp_path: Path) -> None: 
         assert (
             chat(url, ok_body(), headers={"Authorization": "Bearer sk-unknown"}).status_code == 401
         )
+
+
+def test_a_backend_that_keeps_failing_is_set_aside_with_retry_after(tmp_path: Path) -> None:
+    app = make_upstream("down")
+    app.state.fail_status = 503
+    with serve(app) as up:
+        raw = gateway_yaml(
+            {"down": up}, routing={"cooldown_after_failures": 2, "cooldown_seconds": 60}, **PLAIN
+        )
+        with running_gateway(raw, tmp_path) as (url, _):
+            body = {"model": "down", "messages": [{"role": "user", "content": "hi"}]}
+            for _ in range(2):
+                tried = chat(url, body, headers=AUTH)
+                assert tried.status_code == 503 and "retry-after" not in tried.headers
+            set_aside = chat(url, body, headers=AUTH)
+            assert set_aside.status_code == 503
+            assert set_aside.json()["error"]["code"] == "backend_unavailable"
+            assert 59 <= int(set_aside.headers["retry-after"]) <= 60
+            assert app.state.calls == 2  # not called while set aside
+            metrics = httpx.get(f"{url}/metrics").text
+            assert 'govml_llm_backend_cooldowns_total{backend="down"} 1.0' in metrics

@@ -15,6 +15,8 @@ from govml.llm.backends import (
     BackendUnavailableError,
     ChatMessage,
     GenerationRequest,
+    BackendsCoolingDown,
+    Cooldowns,
     Router,
 )
 from govml.llm.backends.local import llama_cpp_available, resolve_engine
@@ -224,3 +226,57 @@ def test_router_reports_every_backend_when_all_are_down() -> None:
     dead = [upstream(f"http://127.0.0.1:{free_port()}", max_retries=0) for _ in range(2)]
     with pytest.raises(BackendUnavailableError, match="every backend"):
         Router({"echo": [(f"dead{i}", b) for i, b in enumerate(dead)]}).complete(ask())
+
+
+def test_a_failing_backend_is_set_aside_then_tried_again(upstream_url: str) -> None:
+    flaky_app = make_upstream("flaky")
+    now = [0.0]
+    cooled: list[str] = []
+    with serve(flaky_app) as flaky_url:
+        router = Router(
+            {"echo": [("flaky", upstream(flaky_url, max_retries=0)), ("alive", upstream(upstream_url))]},
+            cooldowns=Cooldowns(after=3, seconds=30, clock=lambda: now[0], on_cool_down=cooled.append),
+        )
+        flaky_app.state.fail_status = 503
+        for _ in range(3):
+            assert router.complete(ask()).backend == "alive"
+        assert flaky_app.state.calls == 3 and cooled == ["flaky"]
+        # set aside: requests go straight to the fallback, streamed ones too
+        assert router.complete(ask()).backend == "alive"
+        streamed = router.open_stream(ask())
+        assert streamed.backend == "alive" and "".join(c.text for c in streamed.chunks)
+        assert flaky_app.state.calls == 3
+        # time is up: tried once more; still failing, so set aside again at once
+        now[0] += 31
+        assert router.complete(ask()).backend == "alive"
+        assert flaky_app.state.calls == 4 and cooled == ["flaky", "flaky"]
+        assert router.complete(ask()).backend == "alive" and flaky_app.state.calls == 4
+        # recovered: one success clears the count, so one later failure does not set it aside
+        flaky_app.state.fail_status = None
+        now[0] += 31
+        assert router.complete(ask()).backend == "flaky"
+        flaky_app.state.fail_status = 503
+        assert router.complete(ask()).backend == "alive"
+        assert router.complete(ask()).backend == "alive"
+        assert flaky_app.state.calls == 7 and cooled == ["flaky", "flaky"]
+
+
+def test_a_model_whose_backends_are_all_set_aside_fails_at_once() -> None:
+    app = make_upstream("down")
+    now = [0.0]
+    with serve(app) as url:
+        router = Router(
+            {"echo": [("down", upstream(url, max_retries=0))]},
+            cooldowns=Cooldowns(after=2, seconds=30, clock=lambda: now[0]),
+        )
+        app.state.fail_status = 503
+        for _ in range(2):
+            with pytest.raises(BackendUnavailableError) as tried:
+                router.complete(ask())
+            assert not isinstance(tried.value, BackendsCoolingDown)
+        now[0] += 10
+        with pytest.raises(BackendsCoolingDown, match="tried again in 20 s") as cooling:
+            router.complete(ask())
+        assert cooling.value.retry_after == pytest.approx(20) and app.state.calls == 2
+    with pytest.raises(ValueError, match="after >= 1"):
+        Cooldowns(after=0)

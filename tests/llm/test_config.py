@@ -74,6 +74,8 @@ def test_defaults_are_safe() -> None:
             "smaller than stream_window_chars",
         ),
         (minimal(models=[]), "models"),
+        (minimal(routing={"cooldown_seconds": 0}), "routing.cooldown_seconds"),
+        (minimal(routing={"cooldown_after_failures": -1}), "routing.cooldown_after_failures"),
         (minimal(safety={"pii_entities": ["PERSON", "EMAL"]}), "unknown personal-data types ['EMAL']"),
         (minimal(safety={"pii_allow": ["Cloud Storage", " "]}), "safety.pii_allow: Value error, a blank"),
         (minimal(safety={"pii_allow": "Cloud Storage"}), "safety.pii_allow"),

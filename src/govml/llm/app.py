@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -28,6 +29,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from govml.llm.backends import BackendsCoolingDown
 from govml.llm.backends.base import (
     BackendRequestError,
     BackendUnavailableError,
@@ -148,6 +150,8 @@ def _system_prompt(request: GenerationRequest) -> str | None:
 
 
 def _backend_error(exc: BackendUnavailableError | BackendRequestError) -> OpenAIError:
+    if isinstance(exc, BackendsCoolingDown):  # nothing was tried: say when to come back
+        return backend_unavailable(str(exc), retry_after=max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, BackendUnavailableError):
         return backend_unavailable(str(exc))
     if exc.status_code in (400, 413, 422):

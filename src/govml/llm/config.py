@@ -193,6 +193,15 @@ class RequestLogConfig(_Section):
     )
 
 
+class RoutingConfig(_Section):
+    """How long a backend that keeps failing is set aside (the router skips it)."""
+
+    cooldown_after_failures: Annotated[int, Field(ge=0)] = Field(
+        default=3, description="Failures in a row that set a backend aside; 0 never does."
+    )
+    cooldown_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
 class CarbonConfig(_Section):
     country_iso_code: str = Field(default="USA", min_length=3, max_length=3)
     cpu_watts_per_core: Annotated[float, Field(gt=0)] | None = Field(
@@ -210,6 +219,7 @@ class GatewayConfig(_Section):
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
     request_log: RequestLogConfig = RequestLogConfig()
+    routing: RoutingConfig = RoutingConfig()
     carbon: CarbonConfig = CarbonConfig()
     storage_url: str | None = Field(
         default=None,

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from govml.llm.backends import Backend, Router, build_backends
+from govml.llm.backends import Backend, Cooldowns, Router, build_backends
 from govml.llm.budgets import BudgetTracker
 from govml.llm.cache_step import CacheStep
 from govml.llm.config import GatewayConfig, KeyEntry, resolve_keys
@@ -82,9 +82,17 @@ class Gateway:
             )
             owned = list(built.values())
             given.update(built)
+        routing = config.routing
         router = Router(
             {route.name: [(b, given[b]) for b in route.backends] for route in config.models},
             on_fallback=lambda model, backend: metrics.fallbacks.labels(model, backend).inc(),
+            cooldowns=Cooldowns(
+                after=routing.cooldown_after_failures,
+                seconds=routing.cooldown_seconds,
+                on_cool_down=lambda backend: metrics.cooldowns.labels(backend).inc(),
+            )
+            if routing.cooldown_after_failures
+            else None,
         )
         owned_safety: list[PromptGuard | OutputFilter] = []
         if config.safety.enabled:

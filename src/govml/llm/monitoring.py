@@ -168,6 +168,12 @@ class GatewayMetrics:
             ["model", "backend"],
             registry=r,
         )
+        self.cooldowns = Counter(
+            "govml_llm_backend_cooldowns",
+            "Times a backend was set aside after failing repeatedly in a row.",
+            ["backend"],
+            registry=r,
+        )
         self.carbon = Counter(
             "govml_llm_carbon_grams", "Estimated emissions, grams CO2e.", ["model"], registry=r
         )

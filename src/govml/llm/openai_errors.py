@@ -88,8 +88,9 @@ def content_filtered(message: str, categories: list[str], govml: dict[str, Any])
     )
 
 
-def backend_unavailable(message: str) -> OpenAIError:
-    return OpenAIError(503, message, type="server_error", code="backend_unavailable")
+def backend_unavailable(message: str, *, retry_after: int | None = None) -> OpenAIError:
+    headers = None if retry_after is None else {"Retry-After": str(retry_after)}
+    return OpenAIError(503, message, type="server_error", code="backend_unavailable", headers=headers)
 
 
 def backend_failed(message: str, status_code: int = 502) -> OpenAIError:

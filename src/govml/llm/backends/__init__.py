@@ -14,15 +14,17 @@ from govml.llm.backends.base import (
     StreamChunk,
     Usage,
 )
-from govml.llm.backends.router import Routed, RoutedStream, Router
+from govml.llm.backends.router import BackendsCoolingDown, Cooldowns, Routed, RoutedStream, Router
 from govml.llm.config import GatewayConfig, LocalBackendConfig
 
 __all__ = [
     "Backend",
     "BackendRequestError",
     "BackendUnavailableError",
+    "BackendsCoolingDown",
     "ChatMessage",
     "Completion",
+    "Cooldowns",
     "GenerationRequest",
     "Routed",
     "RoutedStream",
