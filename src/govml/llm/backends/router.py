@@ -87,11 +87,12 @@ class Cooldowns:
         with self._lock:
             health = self._health.setdefault(name, _Health())
             health.failures += 1
-            cools = health.failures >= self.after
+            failures = health.failures
+            cools = failures >= self.after
             if cools:
                 health.until = self._clock() + self.seconds
         if cools:
-            log.warning("backend %s failed %d times in a row: set aside for %.0f s", name, health.failures, self.seconds)
+            log.warning("backend %s failed %d times in a row: set aside for %.0f s", name, failures, self.seconds)
             if self._on_cool_down is not None:
                 self._on_cool_down(name)
 

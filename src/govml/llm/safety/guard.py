@@ -152,9 +152,9 @@ class PromptGuard:
     ) -> None:
         self.threshold = _check_threshold(threshold)
         self.use_rules = use_rules
-        self.detect_pii = detect_pii
         self.pii_entities = entity_types(pii_entities)
         self.pii_allow = allow_terms(pii_allow)
+        self.detect_pii = detect_pii and bool(self.pii_entities)  # no types: nothing to look for
         self._scorer: _HeadScorer | None = None
         if use_classifier:
             loaded = _resolve_head(head)
@@ -282,9 +282,9 @@ class OutputFilter:
         leak_min_words: int = DEFAULT_MIN_WORDS,
     ) -> None:
         self.threshold = _check_threshold(threshold)
-        self.detect_pii = detect_pii
         self.pii_entities = entity_types(pii_entities)
         self.pii_allow = allow_terms(pii_allow)
+        self.detect_pii = detect_pii and bool(self.pii_entities)  # no types: nothing to look for
         self.leak_min_words = leak_min_words
         self._scorer = _HeadScorer(_resolve_head(head), embedder, categories) if use_classifier else None
         self._pool = _overlap_pool()
