@@ -12,11 +12,11 @@ from govml.errors import ConfigError
 from govml.llm.backends import (
     Backend,
     BackendRequestError,
+    BackendsCoolingDown,
     BackendUnavailableError,
     ChatMessage,
-    GenerationRequest,
-    BackendsCoolingDown,
     Cooldowns,
+    GenerationRequest,
     Router,
 )
 from govml.llm.backends.local import llama_cpp_available, resolve_engine

@@ -172,11 +172,17 @@ def test_head_file_checks(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="digest"):
         load_head(copy)
     small = GuardHead(
-        ("toxic",), np.zeros((1, 8), np.float32), np.zeros(1, np.float32), np.ones(1, np.float32)
+        ("jailbreak", "toxic"), np.zeros((2, 8), np.float32), np.zeros(2, np.float32), np.ones(2, np.float32)
     )
     save_head(small, tmp_path / "small.npz")
     with pytest.raises(ValueError, match="384|8-d"):
         PromptGuard(head=tmp_path / "small.npz", detect_pii=False)
+    toxic_only = GuardHead(("toxic",), np.zeros((1, 384), np.float32), np.zeros(1, np.float32), np.ones(1, np.float32))
+    with pytest.raises(ValueError, match="toxicity='embedding'"):
+        PromptGuard(head=toxic_only, detect_pii=False)
+    assert PromptGuard(head=toxic_only, detect_pii=False, toxicity="embedding").check("hi").category_scores == {
+        "toxic": 0.5
+    }
 
 
 SYSTEM = (

@@ -12,6 +12,7 @@ from govml.errors import DataError
 from govml.llm.safety import evaluate_guard, train_guard
 from govml.llm.safety.classifier import load_head
 from govml.llm.safety.dataset import load_examples
+from govml.llm.safety.lexical import load_lexical
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "llm"
 
@@ -58,6 +59,15 @@ def test_train_guard_is_deterministic_and_measured(small_data: Path, tmp_path: P
     assert set(first.split.test_rows) == set(first.split.train_rows)
     metadata = head.metadata or {}
     assert metadata["held_out"]["combined"]["attack_recall"] == combined.attack_recall
+    # the n-gram toxicity model is written beside the head, just as reproducibly
+    assert first.toxicity_path == str(tmp_path / "a" / "toxicity_head.npz")
+    assert (tmp_path / "a" / "toxicity_head.npz").read_bytes() == (tmp_path / "b" / "toxicity_head.npz").read_bytes()
+    toxicity = load_lexical(tmp_path / "a" / "toxicity_head.npz")
+    assert toxicity.threshold == first.toxicity_threshold and 0.2 <= toxicity.threshold <= 0.98
+    alone = (toxicity.metadata or {})["held_out"]
+    assert 0 <= alone["toxic_recall"] <= 1 and set(alone["fpr_by_source"]) == set(combined.fpr_by_source)
+    # the held-out figures compare it with the head's own toxic column
+    assert first.held_out["classifier_toxic_on_vectors"].recall["toxic"] is not None
 
 
 def test_the_split_does_not_depend_on_the_encoder_trained(small_data: Path, tmp_path: Path) -> None:

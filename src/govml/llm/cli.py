@@ -63,16 +63,18 @@ def train_guard_command(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (the result is reproducible).")] = 0,
 ) -> None:
-    """Rebuild the prompt guard's classifier head from the labelled data."""
+    """Rebuild the prompt guard's classifier head and the n-gram toxicity model
+    (written beside the head as toxicity_head.npz) from the labelled data."""
     from govml.llm.safety import train_guard
     from govml.llm.safety.classifier import DEFAULT_HEAD
 
     target = out or DEFAULT_HEAD
     report = train_guard(data_dir, target, seed=seed)
     console.print(
-        f"wrote {report.head_path} (sha256 {report.npz_sha256[:16]}, {report.seconds:.0f} s)"
+        f"wrote {report.head_path} (sha256 {report.npz_sha256[:16]}) and {report.toxicity_path}"
+        f" (sha256 {report.toxicity_npz_sha256[:16]}) in {report.seconds:.0f} s"
     )
-    console.print_json(report.model_dump_json(include={"rows", "thresholds", "held_out"}))
+    console.print_json(report.model_dump_json(include={"rows", "thresholds", "toxicity_threshold", "held_out"}))
 
 
 @app.command("eval-guard")

@@ -135,6 +135,11 @@ class SafetyConfig(_Section):
     pii_allow: tuple[str, ...] = Field(
         default=(), description="Terms never taken for personal data, e.g. product names."
     )
+    toxicity: Literal["lexical", "embedding"] = Field(
+        default="lexical",
+        description="What scores toxic language in prompts and answers: the n-gram model "
+        "(measured better and faster) or the MiniLM head.",
+    )
 
     _known_entities = field_validator("pii_entities")(entity_types)
     _no_blank_terms = field_validator("pii_allow")(allow_terms)

@@ -97,15 +97,16 @@ class Gateway:
         owned_safety: list[PromptGuard | OutputFilter] = []
         if config.safety.enabled:
             # no entity types: the guard and the filter look for no personal data
-            entities, allow = config.safety.pii_entities, config.safety.pii_allow
+            safety = config.safety
+            entities, allow, toxicity = safety.pii_entities, safety.pii_allow, safety.toxicity
             if guard is None:
                 guard = PromptGuard(
-                    threshold=config.safety.input_threshold, pii_entities=entities, pii_allow=allow
+                    threshold=safety.input_threshold, pii_entities=entities, pii_allow=allow, toxicity=toxicity
                 )
                 owned_safety.append(guard)
             if output_filter is None:
                 output_filter = OutputFilter(
-                    threshold=config.safety.output_threshold, pii_entities=entities, pii_allow=allow
+                    threshold=safety.output_threshold, pii_entities=entities, pii_allow=allow, toxicity=toxicity
                 )
                 owned_safety.append(output_filter)
         else:

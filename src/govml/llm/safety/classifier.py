@@ -4,11 +4,7 @@ side-car, never as a pickle, and ship inside the package."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import re
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from govml.errors import DataError
+from govml.llm.safety.arrays import read_npz, write_npz
 
 DEFAULT_HEAD = Path(__file__).with_name("guard_head.npz")
 FORMAT_VERSION = 1
@@ -82,12 +79,6 @@ def text_sentences(text: str, *, size: int = WINDOW_WORDS) -> list[str]:
     return [s for s in dict.fromkeys(sentences) if s]
 
 
-def _array_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
-
-
 def save_head(head: GuardHead, path: Path) -> str:
     """Write ``path`` (.npz, fixed zip timestamps so equal heads give equal bytes) and
     ``path.with_suffix('.json')``; return the sha256 of the .npz."""
@@ -96,50 +87,27 @@ def save_head(head: GuardHead, path: Path) -> str:
         "intercept": head.intercept.astype(np.float32),
         "thresholds": head.thresholds.astype(np.float32),
     }
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, array in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, _array_bytes(array))
-    data = buffer.getvalue()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    digest = hashlib.sha256(data).hexdigest()
     side = {
         "format_version": FORMAT_VERSION,
         "categories": list(head.categories),
         "embedder": head.embedder,
         "dim": head.dim,
-        "npz_sha256": digest,
         "metadata": head.metadata or {},
     }
-    path.with_suffix(".json").write_text(json.dumps(side, indent=2, sort_keys=True) + "\n")
-    return digest
+    return write_npz(Path(path), arrays, side)
 
 
 def load_head(path: Path = DEFAULT_HEAD) -> GuardHead:
     """Read a head written by :func:`save_head`, checking the side-car's digest."""
-    path = Path(path)
-    side_path = path.with_suffix(".json")
-    if not path.is_file() or not side_path.is_file():
-        raise DataError(f"no guard head at {path} (and {side_path.name}); build one with `govml llm train-guard`")
-    raw = path.read_bytes()
-    side = json.loads(side_path.read_text())
-    if side.get("format_version") != FORMAT_VERSION:
-        raise DataError(f"{side_path}: unsupported guard head format {side.get('format_version')}")
-    if side.get("npz_sha256") != hashlib.sha256(raw).hexdigest():
-        raise DataError(f"{path} does not match the digest in {side_path.name}; retrain it")
-    with np.load(io.BytesIO(raw), allow_pickle=False) as arrays:
-        return GuardHead(
-            categories=tuple(side["categories"]),
-            coef=arrays["coef"],
-            intercept=arrays["intercept"],
-            thresholds=arrays["thresholds"],
-            embedder=side["embedder"],
-            metadata=side.get("metadata"),
-        )
+    arrays, side = read_npz(path, what="guard head", format_version=FORMAT_VERSION)
+    return GuardHead(
+        categories=tuple(side["categories"]),
+        coef=arrays["coef"],
+        intercept=arrays["intercept"],
+        thresholds=arrays["thresholds"],
+        embedder=side["embedder"],
+        metadata=side.get("metadata"),
+    )
 
 
 def fit_head(

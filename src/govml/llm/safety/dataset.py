@@ -15,7 +15,8 @@ from random import Random
 from govml.errors import DataError
 
 SAFE = "safe"
-CATEGORIES: tuple[str, ...] = ("jailbreak", "harmful", "toxic")
+TOXIC = "toxic"
+CATEGORIES: tuple[str, ...] = ("jailbreak", "harmful", TOXIC)
 BENIGN_PROMPTS = Path(__file__).with_name("benign_prompts.json")
 
 _FILES = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,7 +19,9 @@ from govml.llm.safety.classifier import (
     text_sentences,
     text_windows,
 )
+from govml.llm.safety.dataset import TOXIC
 from govml.llm.safety.leak import DEFAULT_MIN_WORDS, find_leaks
+from govml.llm.safety.lexical import DEFAULT_TOXICITY_HEAD, LexicalHead, load_lexical
 from govml.llm.safety.normalise import NormalisedText, normalise
 from govml.llm.safety.result import GuardResult, combine, scaled_risk
 from govml.llm.safety.rules import match_rules
@@ -31,12 +34,26 @@ RULE_RISK = 0.9
 OBFUSCATION_RISK = 0.3
 LEAK_RISK = 0.9
 LEAK_LABEL = "SYSTEM_PROMPT"
+#: what scores the ``toxic`` category: the n-gram model (default, measured better and
+#: about 15 times cheaper, see govml.llm.safety.lexical) or the MiniLM head
+TOXICITY_MODELS = ("lexical", "embedding")
 
 
 def _resolve_head(head: GuardHead | Path | str | None) -> GuardHead:
     if isinstance(head, GuardHead):
         return head
     return load_head(Path(head) if head is not None else DEFAULT_HEAD)
+
+
+@cache
+def _default_lexical() -> LexicalHead:
+    return load_lexical(DEFAULT_TOXICITY_HEAD)
+
+
+def _resolve_lexical(model: LexicalHead | Path | str | None) -> LexicalHead:
+    if isinstance(model, LexicalHead):
+        return model
+    return _default_lexical() if model is None else load_lexical(Path(model))
 
 
 def _check_threshold(threshold: float) -> float:
@@ -76,6 +93,24 @@ def _beside_pii(
     return scored, findings
 
 
+def _layer_risk(probabilities: dict[str, float], thresholds: dict[str, float]) -> tuple[float, list[str]]:
+    """Scaled risk of the worst category and the categories past their threshold."""
+    scaled = {c: scaled_risk(p, thresholds[c]) for c, p in probabilities.items()}
+    fired = [c for c, p in probabilities.items() if p >= thresholds[c]]
+    return max(scaled.values(), default=0.0), fired
+
+
+def _worst_piece(risks: np.ndarray, counts: Sequence[int], width: int) -> list[np.ndarray]:
+    """Per text, the highest risk over its ``counts[i]`` consecutive rows of ``risks``
+    (zeros for a text with no rows)."""
+    out, start = [], 0
+    for n in counts:
+        block = risks[start : start + n]
+        start += n
+        out.append(block.max(axis=0) if n else np.zeros(width))
+    return out
+
+
 class _HeadScorer:
     """Embeds texts window by window and scores them with a :class:`GuardHead`."""
 
@@ -91,30 +126,33 @@ class _HeadScorer:
             raise ValueError(f"the guard head has no category {unknown}; it has {head.categories}")
         self.columns = [head.categories.index(c) for c in categories]
         self.categories = tuple(categories)
+        self.thresholds = {c: float(head.thresholds[i]) for c, i in zip(self.categories, self.columns, strict=True)}
         self._sentence_mask = np.array([c in SENTENCE_CATEGORIES for c in self.categories])
 
     def probabilities(
-        self, texts: Sequence[list[str]], sentences: Sequence[list[str]] | None = None
+        self,
+        texts: Sequence[list[str]],
+        sentences: Sequence[list[str]],
+        vectors: Sequence[np.ndarray | None] | None = None,
     ) -> list[dict[str, float]]:
         """Highest probability over each text's windows, per category; ``sentences``
-        (one list per text) count only for :data:`SENTENCE_CATEGORIES`."""
-        extra: list[list[str]] = [[] for _ in texts] if sentences is None else list(sentences)
-        if not any(texts) and not any(extra):
-            return [{} for _ in texts]
-        window_risks = self._risks([w for windows in texts for w in windows])
+        (one list per text) count only for :data:`SENTENCE_CATEGORIES`. A text with a
+        vector in ``vectors`` (its one window's, already encoded) is not encoded again."""
+        given = list(vectors) if vectors is not None else [None] * len(texts)
+        windows = [[] if v is not None else w for w, v in zip(texts, given, strict=True)]
+        window_risks = self._risks([w for ws in windows for w in ws])
         # sentences are encoded apart from the windows: in one batch they would be padded
         # to a window's length
-        sentence_risks = self._risks([s for sents in extra for s in sents])
+        sentence_risks = self._risks([s for sents in sentences for s in sents])
+        width = len(self.columns)
+        by_window = _worst_piece(window_risks, [len(ws) for ws in windows], width)
+        by_sentence = _worst_piece(sentence_risks, [len(ss) for ss in sentences], width)
         out: list[dict[str, float]] = []
-        w_start = s_start = 0
-        for windows, sents in zip(texts, extra, strict=True):
-            block = window_risks[w_start : w_start + len(windows)]
-            w_start += len(windows)
-            top = block.max(axis=0) if len(block) else np.zeros(len(self.columns))
+        for top, sentence_top, sents, vector in zip(by_window, by_sentence, sentences, given, strict=True):
+            if vector is not None:
+                top = self.head.risks(np.asarray(vector).reshape(1, -1))[0, self.columns]
             if sents:
-                by_sentence = sentence_risks[s_start : s_start + len(sents)].max(axis=0)
-                s_start += len(sents)
-                top = np.where(self._sentence_mask, np.maximum(top, by_sentence), top)
+                top = np.where(self._sentence_mask, np.maximum(top, sentence_top), top)
             out.append({c: float(v) for c, v in zip(self.categories, top, strict=True)})
         return out
 
@@ -123,12 +161,66 @@ class _HeadScorer:
             return np.zeros((0, len(self.columns)), dtype=np.float32)
         return self.head.risks(self.embedder.encode(pieces))[:, self.columns]
 
+
+class _LexicalScorer:
+    """Scores texts window by window and sentence by sentence with the n-gram
+    toxicity model (no encoder)."""
+
+    def __init__(self, head: LexicalHead):
+        self.head = head
+        self.thresholds = {TOXIC: head.threshold}
+
+    def probabilities(self, texts: Sequence[list[str]], sentences: Sequence[list[str]]) -> list[dict[str, float]]:
+        pieces = [[*w, *s] for w, s in zip(texts, sentences, strict=True)]
+        risks = self.head.risks([p for ps in pieces for p in ps]).reshape(-1, 1)
+        return [{TOXIC: float(top[0])} for top in _worst_piece(risks, [len(ps) for ps in pieces], 1)]
+
+
+class _Classifier:
+    """The classifier layer: MiniLM heads for some categories and, with
+    ``toxicity="lexical"``, the n-gram model for ``toxic``."""
+
+    def __init__(
+        self,
+        categories: Sequence[str] | None,
+        *,
+        head: GuardHead | Path | str | None,
+        embedder: object | None,
+        toxicity: str,
+        toxicity_model: LexicalHead | Path | str | None,
+    ) -> None:
+        if toxicity not in TOXICITY_MODELS:
+            raise ValueError(f"toxicity must be one of {TOXICITY_MODELS}, got {toxicity!r}")
+        loaded = _resolve_head(head) if categories is None else None
+        wanted = tuple(categories) if categories is not None else loaded.categories  # type: ignore[union-attr]
+        lexical = toxicity == "lexical" and TOXIC in wanted
+        on_vectors = [c for c in wanted if not (lexical and c == TOXIC)]
+        if categories is None and not on_vectors:
+            raise ValueError(
+                "the guard head scores only 'toxic', which the n-gram model scores here; "
+                "pass toxicity='embedding' to use the head"
+            )
+        self.heads = _HeadScorer(loaded or _resolve_head(head), embedder, on_vectors) if on_vectors else None
+        self.lexical = _LexicalScorer(_resolve_lexical(toxicity_model)) if lexical else None
+        self.thresholds = {
+            **(self.heads.thresholds if self.heads else {}),
+            **(self.lexical.thresholds if self.lexical else {}),
+        }
+
+    def probabilities(
+        self,
+        texts: Sequence[list[str]],
+        sentences: Sequence[list[str]],
+        vectors: Sequence[np.ndarray | None] | None = None,
+    ) -> list[dict[str, float]]:
+        out = self.heads.probabilities(texts, sentences, vectors) if self.heads else [{} for _ in texts]
+        if self.lexical is not None:
+            for scores, toxic in zip(out, self.lexical.probabilities(texts, sentences), strict=True):
+                scores.update(toxic)
+        return out
+
     def layer_risk(self, probabilities: dict[str, float]) -> tuple[float, list[str]]:
-        """Scaled risk of the worst category and the categories past their threshold."""
-        thresholds = {c: float(self.head.thresholds[i]) for c, i in zip(self.categories, self.columns, strict=True)}
-        scaled = {c: scaled_risk(p, thresholds[c]) for c, p in probabilities.items()}
-        fired = [c for c, p in probabilities.items() if p >= thresholds[c]]
-        return max(scaled.values(), default=0.0), fired
+        return _layer_risk(probabilities, self.thresholds)
 
 
 class PromptGuard:
@@ -149,23 +241,27 @@ class PromptGuard:
         detect_pii: bool = True,
         pii_entities: Sequence[str] = ENTITY_TYPES,
         pii_allow: Sequence[str] = (),
+        toxicity: str = "lexical",
+        toxicity_model: LexicalHead | Path | str | None = None,
     ) -> None:
         self.threshold = _check_threshold(threshold)
         self.use_rules = use_rules
         self.pii_entities = entity_types(pii_entities)
         self.pii_allow = allow_terms(pii_allow)
         self.detect_pii = detect_pii and bool(self.pii_entities)  # no types: nothing to look for
-        self._scorer: _HeadScorer | None = None
-        if use_classifier:
-            loaded = _resolve_head(head)
-            self._scorer = _HeadScorer(loaded, embedder, loaded.categories)
+        self._classifier = (
+            _Classifier(None, head=head, embedder=embedder, toxicity=toxicity, toxicity_model=toxicity_model)
+            if use_classifier
+            else None
+        )
         self._pool = _overlap_pool()
 
     @property
     def embedder(self) -> object | None:
         """The encoder the classifier heads read (None with the classifier off): vectors
         passed to :meth:`check` must come from it."""
-        return self._scorer.embedder if self._scorer is not None else None
+        heads = self._classifier.heads if self._classifier is not None else None
+        return heads.embedder if heads is not None else None
 
     def close(self) -> None:
         """Stop the threads that look for personal data (the guard is unusable after)."""
@@ -208,22 +304,18 @@ class PromptGuard:
     def _probabilities(
         self, normalised: list[NormalisedText], embeddings: Sequence[np.ndarray] | np.ndarray | None
     ) -> list[dict[str, float]]:
-        if self._scorer is None:
+        if self._classifier is None:
             return [{} for _ in normalised]
         windows = [[w for part in (n.text, *n.payloads) for w in text_windows(part)] for n in normalised]
         sentences = [[s for part in (n.text, *n.payloads) for s in text_sentences(part)] for n in normalised]
-        if embeddings is None:
-            return self._scorer.probabilities(windows, sentences)
-        out: list[dict[str, float]] = []
-        for n, w, s, vector in zip(normalised, windows, sentences, embeddings, strict=True):
-            if len(w) == 1 and not s and n.text == n.original:
-                risks = self._scorer.head.risks(np.asarray(vector).reshape(1, -1))[0]
-                out.append(
-                    {c: float(risks[i]) for c, i in zip(self._scorer.categories, self._scorer.columns, strict=True)}
-                )
-            else:
-                out.extend(self._scorer.probabilities([w], [s]))
-        return out
+        vectors = None
+        if embeddings is not None:
+            # a given vector stands for the text only when the text is its one window
+            vectors = [
+                v if len(w) == 1 and not s and n.text == n.original else None
+                for n, w, s, v in zip(normalised, windows, sentences, embeddings, strict=True)
+            ]
+        return self._classifier.probabilities(windows, sentences, vectors)
 
     def _result(
         self,
@@ -238,8 +330,8 @@ class PromptGuard:
         if self.use_rules:
             layers["rules"] = RULE_RISK if matches else 0.0
             categories.extend(dict.fromkeys(m.category for m in matches))
-        if self._scorer is not None:
-            layers["classifier"], fired = self._scorer.layer_risk(probabilities)
+        if self._classifier is not None:
+            layers["classifier"], fired = self._classifier.layer_risk(probabilities)
             categories.extend(c for c in fired if c not in categories)
         score = combine(layers)
         flagged = score < self.threshold
@@ -280,13 +372,19 @@ class OutputFilter:
         pii_entities: Sequence[str] = ENTITY_TYPES,
         pii_allow: Sequence[str] = (),
         leak_min_words: int = DEFAULT_MIN_WORDS,
+        toxicity: str = "lexical",
+        toxicity_model: LexicalHead | Path | str | None = None,
     ) -> None:
         self.threshold = _check_threshold(threshold)
         self.pii_entities = entity_types(pii_entities)
         self.pii_allow = allow_terms(pii_allow)
         self.detect_pii = detect_pii and bool(self.pii_entities)  # no types: nothing to look for
         self.leak_min_words = leak_min_words
-        self._scorer = _HeadScorer(_resolve_head(head), embedder, categories) if use_classifier else None
+        self._classifier = (
+            _Classifier(categories, head=head, embedder=embedder, toxicity=toxicity, toxicity_model=toxicity_model)
+            if use_classifier
+            else None
+        )
         self._pool = _overlap_pool()
 
     def close(self) -> None:
@@ -300,7 +398,7 @@ class OutputFilter:
         layers: dict[str, float] = {}
         categories: list[str] = []
         probabilities: dict[str, float] = {}
-        scorer = self._scorer
+        scorer = self._classifier
         pool = self._pool if self.detect_pii else None
         scored, (findings,) = _beside_pii(
             pool,

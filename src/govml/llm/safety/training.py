@@ -20,11 +20,13 @@ from govml.llm.safety.classifier import GuardHead, fit_head, save_head
 from govml.llm.safety.dataset import (
     CATEGORIES,
     SAFE,
+    TOXIC,
     Example,
     load_examples,
     merge_near_duplicates,
     source_split,
 )
+from govml.llm.safety.lexical import DEFAULT_TOXICITY_HEAD, LEXICAL_C, LexicalHead, fit_lexical, save_lexical
 from govml.llm.safety.metrics import rate
 
 # cosine at or above which two examples of one source count as one group for the split:
@@ -77,6 +79,9 @@ class GuardTrainingReport(BaseModel):
     thresholds: dict[str, float]
     split: SplitDescription
     held_out: dict[str, LayerFigures]
+    toxicity_path: str
+    toxicity_npz_sha256: str
+    toxicity_threshold: float
     seconds: float
 
 
@@ -117,7 +122,6 @@ def choose_thresholds(
     from sklearn.model_selection import GroupKFold
 
     y = np.asarray([ex.label for ex in examples])
-    sources = np.asarray([ex.source for ex in examples])
     weight = source_weights(examples)
     oof = np.zeros((len(y), len(CATEGORIES)))
     for fit_rows, score_rows in GroupKFold(n_splits=folds).split(vectors, y, groups):
@@ -130,14 +134,41 @@ def choose_thresholds(
             sample_weight=weight[fit_rows],
         )
         oof[score_rows] = head.risks(vectors[score_rows])
-    safe = y == SAFE
-    out = []
-    for k, category in enumerate(CATEGORIES):
-        cut = max(
-            np.quantile(oof[safe & (sources == s), k], 1 - fpr_targets[category]) for s in sorted(set(sources[safe]))
-        )
-        out.append(float(np.clip(cut, 0.2, 0.98)))
-    return out
+    return [fpr_cut(oof[:, k], examples, fpr_targets[category]) for k, category in enumerate(CATEGORIES)]
+
+
+def fpr_cut(risks: np.ndarray, examples: Sequence[Example], target: float) -> float:
+    """The lowest risk that the benign examples of every source exceed at most
+    ``target`` of the time (each source on its own), kept within [0.2, 0.98]."""
+    sources = np.asarray([ex.source for ex in examples])
+    safe = np.asarray([not ex.unsafe for ex in examples])
+    cut = max(np.quantile(risks[safe & (sources == s)], 1 - target) for s in sorted(set(sources[safe])))
+    return float(np.clip(cut, 0.2, 0.98))
+
+
+def train_lexical(
+    examples: Sequence[Example],
+    groups: Sequence[str],
+    *,
+    fpr_target: float,
+    folds: int = 5,
+    metadata: dict[str, object] | None = None,
+) -> LexicalHead:
+    """Fit the n-gram toxicity model on the toxic and safe ``examples`` (others are left
+    out), its threshold chosen like the heads': out-of-fold, grouped, per benign source."""
+    from sklearn.model_selection import GroupKFold
+
+    rows = [i for i, ex in enumerate(examples) if ex.label in (TOXIC, SAFE)]
+    chosen = [examples[i] for i in rows]
+    texts = [ex.text for ex in chosen]
+    toxic = np.asarray([ex.label == TOXIC for ex in chosen])
+    weight = source_weights(chosen)
+    oof = np.zeros(len(chosen))
+    for fit_rows, score_rows in GroupKFold(n_splits=folds).split(texts, toxic, [groups[i] for i in rows]):
+        fold = fit_lexical([texts[i] for i in fit_rows], toxic[fit_rows], threshold=0.5, sample_weight=weight[fit_rows])
+        oof[score_rows] = fold.risks([texts[i] for i in score_rows])
+    threshold = fpr_cut(oof, chosen, fpr_target)
+    return fit_lexical(texts, toxic, threshold=threshold, sample_weight=weight, metadata=metadata)
 
 
 def _figures(examples: Sequence[Example], flagged: Sequence[bool]) -> LayerFigures:
@@ -158,20 +189,33 @@ def _figures(examples: Sequence[Example], flagged: Sequence[bool]) -> LayerFigur
 
 
 def measure_layers(
-    head: GuardHead, examples: Sequence[Example], vectors: np.ndarray | None = None
+    head: GuardHead,
+    examples: Sequence[Example],
+    vectors: np.ndarray | None = None,
+    *,
+    toxicity_model: LexicalHead | None = None,
 ) -> dict[str, LayerFigures]:
     """Figures of each layer alone and combined, from one run of the real
     :class:`PromptGuard` (the combined score is the worst layer's, so a layer "alone"
     flags exactly when its own risk crosses the threshold). ``vectors``: the examples'
-    embeddings if already computed."""
+    embeddings if already computed. With ``toxicity_model`` the guard scores ``toxic``
+    with it (the default way), and ``classifier_toxic_on_vectors`` gives the classifier
+    layer with the head's own ``toxic`` column instead, for comparison."""
     from govml.llm.safety.guard import PromptGuard
 
-    guard = PromptGuard(head=head, detect_pii=False)
-    results = guard.check_batch([ex.text for ex in examples], embeddings=None if vectors is None else list(vectors))
+    texts = [ex.text for ex in examples]
+    given = None if vectors is None else list(vectors)
+    toxicity = "embedding" if toxicity_model is None else "lexical"
+    guard = PromptGuard(head=head, detect_pii=False, toxicity=toxicity, toxicity_model=toxicity_model)
+    results = guard.check_batch(texts, embeddings=given)
     cut = 1.0 - guard.threshold
     out = {layer: _figures(examples, [r.layers[layer] > cut for r in results]) for layer in ("rules", "classifier")}
     out["combined"] = _figures(examples, [r.flagged for r in results])
     out["normalisation_changed"] = _figures(examples, [bool(r.normalisation) for r in results])
+    if toxicity_model is not None:
+        on_vectors = PromptGuard(head=head, detect_pii=False, use_rules=False, toxicity="embedding")
+        flagged = [r.flagged for r in on_vectors.check_batch(texts, embeddings=given)]
+        out["classifier_toxic_on_vectors"] = _figures(examples, flagged)
     return out
 
 
@@ -185,10 +229,12 @@ def train_guard(
     toxic_sample: int = 2500,
     embedder: str = "minilm",
     split_embedder: str = SPLIT_EMBEDDER,
+    toxicity_out: Path | None = None,
 ) -> GuardTrainingReport:
     """Train the heads on ``data_dir`` (the layout of ``shared/data/llm``), measure each
     layer on a source-held-out split, refit on everything and write ``out`` (.npz) and
-    its .json side-car. Deterministic: same data and seed, same bytes.
+    its .json side-car, and the n-gram toxicity model to ``toxicity_out`` (default:
+    ``toxicity_head.npz`` beside ``out``). Deterministic: same data and seed, same bytes.
 
     ``split_embedder`` decides which rows are near-duplicates (and so held out
     together); it is fixed apart from ``embedder`` so that two encoders are measured on
@@ -205,7 +251,7 @@ def train_guard(
     train_examples = [examples[i] for i in train_idx]
     split_thresholds = choose_thresholds(
         vectors[train_idx], train_examples, [groups[i] for i in train_idx], fpr_targets=targets
-    )
+    )  # the head keeps its toxic column: `toxicity: embedding` reads it
     split_head = fit_head(
         vectors[train_idx],
         [ex.label for ex in train_examples],
@@ -215,8 +261,10 @@ def train_guard(
         sample_weight=source_weights(train_examples),
         embedder=embedder,
     )
+    train_groups = [groups[i] for i in train_idx]
+    split_lexical = train_lexical(train_examples, train_groups, fpr_target=targets[TOXIC])
     test_examples = [examples[i] for i in test_idx]
-    figures = measure_layers(split_head, test_examples, vectors[test_idx])
+    figures = measure_layers(split_head, test_examples, vectors[test_idx], toxicity_model=split_lexical)
 
     thresholds = choose_thresholds(vectors, examples, groups, fpr_targets=targets)
     split = SplitDescription(
@@ -254,6 +302,26 @@ def train_guard(
         metadata=metadata,
     )
     digest = save_head(head, Path(out))
+    toxicity_out = Path(out).with_name(DEFAULT_TOXICITY_HEAD.name) if toxicity_out is None else Path(toxicity_out)
+    # the model alone on the held-out rows (raw text, whole): its toxic recall and its
+    # false alarms per benign source
+    held_risks = split_lexical.risks([ex.text for ex in test_examples])
+    alone = _figures(test_examples, list(held_risks >= split_lexical.threshold))
+    lexical_meta = {
+        "seed": seed,
+        "c": LEXICAL_C,
+        "fpr_target": targets[TOXIC],
+        "weighting": metadata["weighting"],
+        "held_out_threshold": split_lexical.threshold,
+        "held_out": {
+            "toxic_recall": alone.recall[TOXIC],
+            "benign_fpr": alone.benign_fpr,
+            "fpr_by_source": alone.fpr_by_source,
+        },
+        "split": metadata["split"],
+    }
+    lexical = train_lexical(examples, groups, fpr_target=targets[TOXIC], metadata=lexical_meta)
+    lexical_digest = save_lexical(lexical, toxicity_out)
     return GuardTrainingReport(
         head_path=str(out),
         npz_sha256=digest,
@@ -263,5 +331,8 @@ def train_guard(
         thresholds=dict(zip(CATEGORIES, thresholds, strict=True)),
         split=split,
         held_out=figures,
+        toxicity_path=str(toxicity_out),
+        toxicity_npz_sha256=lexical_digest,
+        toxicity_threshold=lexical.threshold,
         seconds=time.perf_counter() - started,
     )
