@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -259,6 +260,66 @@ def test_a_failing_backend_is_set_aside_then_tried_again(upstream_url: str) -> N
         assert router.complete(ask()).backend == "alive"
         assert router.complete(ask()).backend == "alive"
         assert flaky_app.state.calls == 7 and cooled == ["flaky", "flaky"]
+
+
+def test_after_a_cool_down_one_request_tries_the_backend_the_others_keep_away() -> None:
+    now = [0.0]
+    cooldowns = Cooldowns(after=2, seconds=30, clock=lambda: now[0])
+    assert cooldowns.claim("b") is None
+    cooldowns.failed("b")
+    assert cooldowns.claim("b") is None  # one failure: still tried
+    cooldowns.failed("b")
+    assert cooldowns.claim("b") == pytest.approx(30)
+    now[0] += 30
+    assert cooldowns.claim("b") is None  # the one that tries again
+    assert cooldowns.claim("b") == pytest.approx(30)  # the others wait for its outcome
+    cooldowns.failed("b")
+    now[0] += 29
+    assert cooldowns.claim("b") == pytest.approx(1)
+    now[0] += 1
+    assert cooldowns.claim("b") is None
+    # the trying request ended without a verdict: after `seconds` the next one tries
+    now[0] += 30
+    assert cooldowns.claim("b") is None
+    cooldowns.succeeded("b")
+    assert [cooldowns.claim("b") for _ in range(3)] == [None, None, None]
+
+
+def test_concurrent_requests_after_a_cool_down_send_one_probe(upstream_url: str) -> None:
+    flaky_app = make_upstream("flaky")
+    now = [0.0]
+    with serve(flaky_app) as flaky_url:
+        router = Router(
+            {"echo": [("flaky", upstream(flaky_url, max_retries=0)), ("alive", upstream(upstream_url))]},
+            cooldowns=Cooldowns(after=1, seconds=30, clock=lambda: now[0]),
+        )
+        flaky_app.state.fail_status = 503
+        assert router.complete(ask()).backend == "alive" and flaky_app.state.calls == 1
+        now[0] += 31
+        flaky_app.state.delay_seconds = 0.5  # the probe is slow to fail
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            answers = list(pool.map(lambda _: router.complete(ask()).backend, range(4), timeout=20))
+        assert answers == ["alive"] * 4
+        assert flaky_app.state.calls == 2  # one probe, not four
+
+
+def test_a_refusal_4xx_shows_the_backend_is_up(upstream_url: str) -> None:
+    flaky_app = make_upstream("flaky")
+    now = [0.0]
+    with serve(flaky_app) as flaky_url:
+        router = Router(
+            {"echo": [("flaky", upstream(flaky_url, max_retries=0)), ("alive", upstream(upstream_url))]},
+            cooldowns=Cooldowns(after=1, seconds=30, clock=lambda: now[0]),
+        )
+        flaky_app.state.fail_status = 503
+        assert router.complete(ask()).backend == "alive"
+        now[0] += 31
+        flaky_app.state.fail_status = 400
+        with pytest.raises(BackendRequestError):
+            router.complete(ask())
+        flaky_app.state.fail_status = None
+        assert router.complete(ask()).backend == "flaky"  # not set aside: it answered
+        assert flaky_app.state.calls == 3
 
 
 def test_a_model_whose_backends_are_all_set_aside_fails_at_once() -> None:

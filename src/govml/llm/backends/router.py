@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from govml.llm.backends.base import (
     Backend,
+    BackendRequestError,
     BackendUnavailableError,
     Completion,
     GenerationRequest,
@@ -55,8 +56,10 @@ class Cooldowns:
 
     Without it, every request pays a down backend's retries and timeouts before the
     fallback answers (up to 30 s x attempts for a hosted API that hangs). When the time
-    is up the next request tries the backend again: one success clears it, one more
-    failure sets it aside again. ``on_cool_down(name)`` is called each time.
+    is up one request tries the backend again (the others keep away until it is done):
+    one success clears it, one more failure sets it aside again. An answer that refuses
+    the request (4xx) counts as a success: the backend is up. ``on_cool_down(name)`` is
+    called each time it is set aside.
     """
 
     def __init__(
@@ -76,12 +79,23 @@ class Cooldowns:
         self._health: dict[str, _Health] = {}
         self._lock = threading.Lock()
 
-    def remaining(self, name: str) -> float | None:
-        """Seconds until ``name`` is tried again, or None when it may be tried now."""
+    def claim(self, name: str) -> float | None:
+        """None when the caller may send to ``name`` now, else the seconds until it may.
+
+        When a cool-down has just ended, only the first caller gets None: its request
+        is the one that tries the backend again, and the others keep away until it
+        succeeds (cleared) or fails (set aside again); if it does neither within
+        ``seconds`` (an error that says nothing of the backend's health), the next
+        caller tries."""
         with self._lock:
             health = self._health.get(name)
-            left = 0.0 if health is None else health.until - self._clock()
-        return left if left > 0 else None
+            if health is None or health.failures < self.after:
+                return None
+            now = self._clock()
+            if health.until > now:
+                return health.until - now
+            health.until = now + self.seconds  # this caller tries; the others wait for it
+            return None
 
     def failed(self, name: str) -> None:
         with self._lock:
@@ -139,7 +153,7 @@ class Router:
     ) -> Iterator[tuple[str, Backend]]:
         """The model's backends in order, leaving out those cooling down."""
         for name, backend in self._routes[model]:
-            left = None if self._cooldowns is None else self._cooldowns.remaining(name)
+            left = None if self._cooldowns is None else self._cooldowns.claim(name)
             if left is None:
                 yield name, backend
             else:
@@ -161,6 +175,9 @@ class Router:
             except BackendUnavailableError as exc:
                 self._failed(request.model, name, exc, problems)
                 continue
+            except BackendRequestError:
+                self._succeeded(name)  # it answered: up, though it refused the request
+                raise
             self._succeeded(name)
             return routed
         raise self._all_failed(request.model, problems, waits)
@@ -179,6 +196,9 @@ class Router:
             except BackendUnavailableError as exc:
                 self._failed(request.model, name, exc, problems)
                 continue
+            except BackendRequestError:
+                self._succeeded(name)
+                raise
             self._succeeded(name)
             return RoutedStream(name, _prepend(first, chunks))
         raise self._all_failed(request.model, problems, waits)
