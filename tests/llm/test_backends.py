@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
+from fastapi import FastAPI
 
 from govml.errors import ConfigError
 from govml.llm.backends import (
@@ -285,7 +287,10 @@ def test_after_a_cool_down_one_request_tries_the_backend_the_others_keep_away() 
     assert [cooldowns.claim("b") for _ in range(3)] == [None, None, None]
 
 
-def test_concurrent_requests_after_a_cool_down_send_one_probe(upstream_url: str) -> None:
+@contextmanager
+def _set_aside_flaky(upstream_url: str) -> Iterator[tuple[Router, FastAPI]]:
+    """A router over a 'flaky' upstream and a healthy 'alive' one, with 'flaky' set aside
+    after one 503 and its cool-down just over."""
     flaky_app = make_upstream("flaky")
     now = [0.0]
     with serve(flaky_app) as flaky_url:
@@ -296,6 +301,11 @@ def test_concurrent_requests_after_a_cool_down_send_one_probe(upstream_url: str)
         flaky_app.state.fail_status = 503
         assert router.complete(ask()).backend == "alive" and flaky_app.state.calls == 1
         now[0] += 31
+        yield router, flaky_app
+
+
+def test_concurrent_requests_after_a_cool_down_send_one_probe(upstream_url: str) -> None:
+    with _set_aside_flaky(upstream_url) as (router, flaky_app):
         flaky_app.state.delay_seconds = 0.5  # the probe is slow to fail
         with ThreadPoolExecutor(max_workers=4) as pool:
             answers = list(pool.map(lambda _: router.complete(ask()).backend, range(4), timeout=20))
@@ -304,16 +314,7 @@ def test_concurrent_requests_after_a_cool_down_send_one_probe(upstream_url: str)
 
 
 def test_a_refusal_4xx_shows_the_backend_is_up(upstream_url: str) -> None:
-    flaky_app = make_upstream("flaky")
-    now = [0.0]
-    with serve(flaky_app) as flaky_url:
-        router = Router(
-            {"echo": [("flaky", upstream(flaky_url, max_retries=0)), ("alive", upstream(upstream_url))]},
-            cooldowns=Cooldowns(after=1, seconds=30, clock=lambda: now[0]),
-        )
-        flaky_app.state.fail_status = 503
-        assert router.complete(ask()).backend == "alive"
-        now[0] += 31
+    with _set_aside_flaky(upstream_url) as (router, flaky_app):
         flaky_app.state.fail_status = 400
         with pytest.raises(BackendRequestError):
             router.complete(ask())
