@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,7 +91,7 @@ def _process(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[s
             process.kill()
 
 
-def _gateway_yaml(upstream_url: str) -> dict[str, Any]:
+def _gateway_yaml(upstream_url: str, toxicity: str) -> dict[str, Any]:
     return {
         "models": [{"name": MODEL, "backends": ["upstream"], "max_tokens": 64}],
         "backends": {
@@ -101,6 +100,7 @@ def _gateway_yaml(upstream_url: str) -> dict[str, Any]:
         # the budgets are not what is measured here
         "auth": {"default_budget": {"tokens_per_day": 10**9, "requests_per_minute": 10**6}},
         "carbon": {"country_iso_code": "FRA"},
+        "safety": {"toxicity": toxicity},
     }
 
 
@@ -164,7 +164,13 @@ def _summary(results: list[dict[str, Any]], wall: float, cpu_seconds: float) -> 
 
 
 def measure(
-    *, clients: list[int], requests: int, upstream_delay: float, timeout: float, warm: int = 40
+    *,
+    clients: list[int],
+    requests: int,
+    upstream_delay: float,
+    timeout: float,
+    warm: int = 40,
+    toxicity: str = "lexical",
 ) -> dict[str, Any]:
     origins = list(dict.fromkeys(p["origin"] for p in json.loads(PAIRS.read_text("utf-8"))))
     rng = random.Random(0)
@@ -175,7 +181,7 @@ def measure(
     levels: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="govml-load-") as home:
         config = Path(home) / "gateway.yaml"
-        config.write_text(json.dumps(_gateway_yaml(upstream_url)), encoding="utf-8")
+        config.write_text(json.dumps(_gateway_yaml(upstream_url, toxicity)), encoding="utf-8")
         env = {**os.environ, "GOVML_HOME": home, "GOVML_API_KEYS": KEY, "TQDM_DISABLE": "1"}
         upstream_code = _UPSTREAM.format(root=str(ROOT), delay=upstream_delay, port=up_port)
         gateway_cmd = [sys.executable, "-m", "govml", "llm", "serve", str(config), "--port", str(gw_port)]
@@ -199,6 +205,7 @@ def measure(
             metrics = httpx.get(f"{gateway_url}/metrics", timeout=10).text
     return {
         "upstream_delay_s": upstream_delay,
+        "toxicity": toxicity,
         "requests_per_level": requests,
         "levels": levels,
         "metrics_served": "govml_llm_requests_total" in metrics,
@@ -209,9 +216,13 @@ def measure(
 def _print(figures: dict[str, Any]) -> None:
     print(
         f"gateway under load: upstream answers after {figures['upstream_delay_s']} s, "
-        f"{figures['requests_per_level']} requests per level, half new questions, half asked before"
+        f"{figures['requests_per_level']} requests per level, half new questions, half asked before;"
+        f" toxic language scored by the {figures['toxicity']} model"
     )
-    head = f"{'clients':>7} {'req/s':>6} {'statuses':>24} {'miss p50/p99 ms':>17} {'hit p50/p99 ms':>16} {'overhead p50/p99':>17} {'CPU ms/req':>10}"
+    head = (
+        f"{'clients':>7} {'req/s':>6} {'statuses':>24} {'miss p50/p99 ms':>17} {'hit p50/p99 ms':>16}"
+        f" {'overhead p50/p99':>17} {'CPU ms/req':>10}"
+    )
     print(head)
     for clients, level in figures["levels"].items():
 
@@ -235,6 +246,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=160, help="per level")
     parser.add_argument("--upstream-delay", type=float, default=0.3)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--toxicity", choices=["lexical", "embedding"], default="lexical", help="safety.toxicity")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     figures = measure(
@@ -242,6 +254,7 @@ def main() -> None:
         requests=args.requests,
         upstream_delay=args.upstream_delay,
         timeout=args.timeout,
+        toxicity=args.toxicity,
     )
     _print(figures)
     if args.json:
