@@ -27,6 +27,7 @@ from govml.llm.cache import DEFAULT_THRESHOLD, CacheScope, SemanticCache  # noqa
 from govml.llm.cache.evaluation import (  # noqa: E402
     CurvePoint,
     ask_paraphrases,
+    bad_hits,
     curve,
     load_paraphrase_pairs,
 )
@@ -255,6 +256,7 @@ def measure_curve(embedder: Embedder) -> dict[str, Any]:
          if p["token_threshold"] == result["chosen_token_threshold"]),
         None,
     )  # fmt: skip
+    result["bad_hits_near_target"] = _bad_hits_near_target(outcomes, result["parts"]["report"]["token_check"], parts)
     result["target"] = TARGET
     result["target_met"] = any(
         p["hit_rate"] >= TARGET["hit_rate"]
@@ -264,6 +266,33 @@ def measure_curve(embedder: Embedder) -> dict[str, Any]:
         for p in result["parts"]["report"][key]
     )
     return result
+
+
+def _bad_hits_near_target(
+    outcomes: Any, report_points: list[dict[str, Any]], parts: dict[str, range]
+) -> dict[str, Any]:
+    """The report part's token-check point nearest the target's hit rate, its wrong and
+    false hits sorted by how alike the served origin is to the question's own origin
+    (fp32 MiniLM, the answer key's encoder)."""
+    point = min(report_points, key=lambda p: (abs(p["hit_rate"] - TARGET["hit_rate"]), -p["token_threshold"]))
+    bad = bad_hits(outcomes, TOKEN_CHECK_GATE, token_threshold=point["token_threshold"], questions=parts["report"])
+    correct = round(point["hit_rate"] * point["answerable"])
+    alike = sum(hit.similarity >= 0.90 for hit in bad)
+    return {
+        "point": point,
+        "wrong": sum(hit.kind == "wrong" for hit in bad),
+        "false": sum(hit.kind == "false" for hit in bad),
+        "served_origin_vs_own_origin": {
+            ">= 0.90": alike,
+            "0.80-0.90": sum(0.80 <= hit.similarity < 0.90 for hit in bad),
+            "< 0.80": sum(hit.similarity < 0.80 for hit in bad),
+        },
+        # a verifier that kept every correct hit and dropped every bad one below 0.90
+        "precision_if_only_the_alike_were_left": correct / (correct + alike) if correct + alike else 1.0,
+        "false_hit_rate_if_only_the_alike_were_left": sum(hit.similarity >= 0.90 and hit.kind == "false" for hit in bad)
+        / max(1, point["unanswerable"]),
+        "hits": [asdict(hit) for hit in bad],
+    }
 
 
 def _token_curve(outcomes: Any, questions: Sequence[int]) -> list[CurvePoint]:
@@ -371,6 +400,16 @@ def _print_curve(cv: dict[str, Any]) -> None:
         )
     print(f"token threshold chosen on the tune part (false hits <= 2%): {cv['chosen_token_threshold']}")
     print(f"report part at that token threshold: {cv['report_at_chosen_token_threshold']}")
+    near = cv["bad_hits_near_target"]
+    point = near["point"]
+    print(
+        f"report part nearest a {TARGET['hit_rate']:.2f} hit rate (token {point['token_threshold']}):"
+        f" {point['hit_rate']:.3f} / {point['precision']:.3f} / {100 * point['false_hit_rate']:.1f}%;"
+        f" {near['wrong']} wrong and {near['false']} false hits; served origin vs the question's own"
+        f" (fp32 cosine): {near['served_origin_vs_own_origin']}; precision if only those >= 0.90"
+        f" were left: {near['precision_if_only_the_alike_were_left']:.3f},"
+        f" false hits {100 * near['false_hit_rate_if_only_the_alike_were_left']:.1f}%"
+    )
     print(f"target (hit rate >= .90, precision >= .99, false hits <= 2%) met: {cv['target_met']}")
 
 

@@ -11,6 +11,7 @@ from govml.errors import DataError
 from govml.llm.cache.evaluation import (
     ParaphrasePair,
     ask_paraphrases,
+    bad_hits,
     curve,
     load_paraphrase_pairs,
 )
@@ -121,3 +122,17 @@ def test_token_check_applies_in_the_curve(embedder: Embedder) -> None:
     (strict,) = curve(outcomes, [0.5], second_check=True, token_threshold=0.99)
     assert loose.token_threshold == 0.5 and loose.hit_rate == 1.0
     assert strict.hits < loose.hits
+
+
+def test_bad_hits_are_the_hits_the_answer_key_counts_against(embedder: Embedder) -> None:
+    outcomes = ask_paraphrases(PAIRS, embedder, seed=0)
+    (point,) = curve(outcomes, [0.0], second_check=False)  # every question takes a hit
+    bad = bad_hits(outcomes, 0.0, second_check=False)
+    assert point.hits == 8 and point.hit_rate == 1.0
+    assert len(bad) == 4 and {hit.kind for hit in bad} == {"false"}
+    origins = embedder.encode([p.origin for p in PAIRS])
+    for hit in bad:
+        assert not outcomes.answerable[hit.question] and outcomes.answerable[hit.served]
+        assert hit.similarity == pytest.approx(float(origins[hit.question] @ origins[hit.served]), abs=1e-5)
+    assert [hit.similarity for hit in bad] == sorted((hit.similarity for hit in bad), reverse=True)
+    assert bad_hits(outcomes, 0.75) == [] and bad_hits(outcomes, 0.0, questions=[]) == []

@@ -35,10 +35,12 @@ from govml.llm.cache.semantic import DEFAULT_TOKEN_THRESHOLD, SemanticCache, cho
 from govml.llm.embedding import Embedder, TokenEncoder
 
 __all__ = [
+    "BadHit",
     "CurvePoint",
     "ParaphraseOutcomes",
     "ParaphrasePair",
     "ask_paraphrases",
+    "bad_hits",
     "curve",
     "load_paraphrase_pairs",
 ]
@@ -75,6 +77,8 @@ class ParaphraseOutcomes:
     correct_ids: list[frozenset[int]]  # entry ids that answer each question correctly
     question_tokens: list[np.ndarray] | None = None  # per question, its token vectors
     entry_tokens: dict[int, np.ndarray] | None = None  # per cached entry id, its token vectors
+    origin_vectors: np.ndarray | None = None  # per pair, its origin by the answer key's encoder
+    origin_of_entry: dict[int, int] | None = None  # cached entry id -> its pair
 
     def token_score(self, question: int, entry_id: int) -> float:
         """Token agreement of one question with one cached entry."""
@@ -171,6 +175,8 @@ def ask_paraphrases(
         correct_ids=correct,
         question_tokens=question_tokens,
         entry_tokens=entry_tokens,
+        origin_vectors=reference,
+        origin_of_entry={entry_id: i for i, entry_id in entry_of.items()},
     )
 
 
@@ -181,6 +187,22 @@ def _token_scores(
     positions: list[int],
 ) -> list[float]:
     return [outcomes.token_score(question, candidates[k][0].id) for k in positions]
+
+
+def _served(
+    outcomes: ParaphraseOutcomes, question: int, threshold: float, second_check: bool, token_threshold: float | None
+) -> int | None:
+    """The entry id the cache serves for one question at these settings, or None."""
+    cands = outcomes.candidates[question]
+    pick, _ = choose_hit(
+        outcomes.questions[question],
+        cands,
+        threshold,
+        second_check,
+        token_threshold=token_threshold,
+        token_scores=partial(_token_scores, outcomes, question, cands),
+    )
+    return None if pick is None else cands[pick][0].id
 
 
 def curve(
@@ -202,20 +224,12 @@ def curve(
     for threshold in thresholds:
         correct_hits = false_hits = wrong_hits = 0
         for i in chosen_ids:
-            cands = outcomes.candidates[i]
-            pick, _ = choose_hit(
-                outcomes.questions[i],
-                cands,
-                threshold,
-                second_check,
-                token_threshold=token_threshold,
-                token_scores=partial(_token_scores, outcomes, i, cands),
-            )
-            if pick is None:
+            served = _served(outcomes, i, threshold, second_check, token_threshold)
+            if served is None:
                 continue
             if not outcomes.answerable[i]:
                 false_hits += 1
-            elif cands[pick][0].id in outcomes.correct_ids[i]:
+            elif served in outcomes.correct_ids[i]:
                 correct_hits += 1
             else:
                 wrong_hits += 1
@@ -234,3 +248,39 @@ def curve(
             )
         )
     return points
+
+
+@dataclass(frozen=True)
+class BadHit:
+    """A hit the answer key counts against the cache: ``wrong`` (another origin served
+    though the question's own, or a twin, is cached) or ``false`` (nothing correct is
+    cached). ``similarity`` is the cosine, by the answer key's encoder, between the
+    served origin and the question's own origin: near 0.95 they state the same thing in
+    other words (the key's twin line), far below it they do not."""
+
+    question: int
+    kind: str
+    served: int  # the pair whose origin was served
+    similarity: float
+
+
+def bad_hits(
+    outcomes: ParaphraseOutcomes,
+    threshold: float,
+    *,
+    second_check: bool = True,
+    token_threshold: float | None = None,
+    questions: Sequence[int] | None = None,
+) -> list[BadHit]:
+    """The hits at one setting that are not correct, most alike to the own origin first."""
+    if outcomes.origin_vectors is None or outcomes.origin_of_entry is None:
+        raise ValueError("these outcomes do not keep the origins' vectors")
+    out = []
+    for i in range(len(outcomes.questions)) if questions is None else questions:
+        served = _served(outcomes, i, threshold, second_check, token_threshold)
+        if served is None or served in outcomes.correct_ids[i]:
+            continue
+        pair = outcomes.origin_of_entry[served]
+        similarity = float(outcomes.origin_vectors[i] @ outcomes.origin_vectors[pair])
+        out.append(BadHit(i, "wrong" if outcomes.answerable[i] else "false", pair, similarity))
+    return sorted(out, key=lambda hit: -hit.similarity)
