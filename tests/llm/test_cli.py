@@ -148,7 +148,12 @@ def test_train_guard_rebuilds_a_head(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert out.is_file() and out.with_suffix(".json").is_file()
-    # the shipped head is what the command rebuilds from the shared data, byte for byte
+    # the shipped head and toxicity model are what the command rebuilds from the shared
+    # data, byte for byte
     from govml.llm.safety.classifier import DEFAULT_HEAD
+    from govml.llm.safety.lexical import DEFAULT_TOXICITY_HEAD
 
     assert out.read_bytes() == Path(DEFAULT_HEAD).read_bytes()
+    toxicity = tmp_path / DEFAULT_TOXICITY_HEAD.name
+    assert toxicity.read_bytes() == DEFAULT_TOXICITY_HEAD.read_bytes()
+    assert "toxicity_head.npz" in result.output
