@@ -12,9 +12,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from govml.errors import ConfigError
 from govml.record import CarbonResult, StageEnergy
+
+if TYPE_CHECKING:
+    from codecarbon import OfflineEmissionsTracker
 
 
 @lru_cache(maxsize=64)
@@ -71,7 +75,7 @@ class CarbonMeter:
         self.country_iso_code = country_iso_code.upper()
         self.budget_kg = budget_kg
         self._stages: list[StageEnergy] = []
-        self._tracker = None
+        self._tracker: OfflineEmissionsTracker | None = None
         self._budget_exhausted = False
 
     def start(self) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from govml.errors import GateFailedError, GovmlError
@@ -57,7 +57,7 @@ def run(
         disable=quiet,
         transient=False,
     ) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def on_progress(stage: str, event: str) -> None:
             if event == "start":
@@ -176,9 +176,9 @@ def _print_responsible_ai(record: RunRecord) -> None:
         )
     if record.compliance is not None:
         console.print(f"Compliance score: [bold]{record.compliance.score}/100[/]")
-    report = record.registration.tags.get("govml.governance_report") if record.registration else None
-    if report:
-        console.print(f"Governance report: {report}")
+    report_path = record.registration.tags.get("govml.governance_report") if record.registration else None
+    if report_path:
+        console.print(f"Governance report: {report_path}")
 
 
 def _quiet_third_party() -> None:

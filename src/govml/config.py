@@ -88,11 +88,16 @@ class FairnessConfig(_Section):
     min_group_size: Annotated[int, Field(ge=1)] = 30
 
 
+MitigationMethod = Literal["exponentiated_gradient", "grid_search", "threshold_optimizer"]
+
+
+def _all_mitigation_methods() -> list[MitigationMethod]:
+    return ["exponentiated_gradient", "grid_search", "threshold_optimizer"]
+
+
 class MitigationConfig(_Section):
     enabled: bool = False
-    methods: list[Literal["exponentiated_gradient", "grid_search", "threshold_optimizer"]] = Field(
-        default_factory=lambda: ["exponentiated_gradient", "grid_search", "threshold_optimizer"]
-    )
+    methods: list[MitigationMethod] = Field(default_factory=_all_mitigation_methods)
     sensitive_attribute: str | None = None
     max_accuracy_loss: Annotated[float, Field(ge=0, le=1)] = 0.015
 

@@ -139,6 +139,7 @@ def _training_stage(ctx: _Context, handle: Any) -> None:
     n_classes = len(data.classes) if task == "classification" else 0
     metric = check_metric(cfg.search.metric or default_metric(task, n_classes), task)
     preprocessor = ctx.preprocessor
+    assert preprocessor is not None, "the features stage runs before training"
     search_data = SearchData(
         X_train=preprocessor.transform(data.train.X),
         y_train=data.train.y,
@@ -316,10 +317,11 @@ def _mitigate(ctx: _Context, report: FairnessReport, plots: Path, evaluator: Ray
     record.mitigation = outcome.result
     if outcome.model is None:
         return
-    before = {k: m.value for k, m in record.evaluation.metrics.items()}
+    previous = ctx.record.evaluation
+    before = {k: m.value for k, m in previous.metrics.items()}
     ctx.model = outcome.model
     values, intervals = _score_model(ctx)
-    evaluation = _evaluation_result(ctx, values, intervals, record.evaluation.baselines)
+    evaluation = _evaluation_result(ctx, values, intervals, previous.baselines)
     record.evaluation = evaluation.model_copy(update={"before_mitigation": before})
     record.fairness_before_mitigation = report
     assert ctx.test_scores is not None
@@ -387,7 +389,7 @@ def _registration_stage(ctx: _Context, run: TrackedRun) -> None:
 
 
 def _log_run_artifacts(ctx: _Context, run: TrackedRun) -> None:
-    assert ctx.data is not None
+    assert ctx.data is not None and ctx.drift_reference is not None
     run.log_text(ctx.data.schema.to_json(), "govml/schema.json")
     run.log_text(ctx.drift_reference.to_json(), "govml/drift_reference.json")
     for path in ctx.plots.values():

@@ -313,7 +313,7 @@ def gate_failures(
     """
     if requirements not in ("strict", "advisory"):
         raise ValueError(f"requirements must be 'strict' or 'advisory', got {requirements!r}")
-    failed = []
+    failed: list[str] = []
     for gate in GATES:
         for item in report.items:
             if item.gate != gate or item.passed:

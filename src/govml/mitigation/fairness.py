@@ -435,11 +435,11 @@ def plot_tradeoff(result: MitigationResult, path: Path) -> Path:
                "threshold_optimizer": "^"}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, marker in markers.items():
-        points = [c for c in [result.unmitigated, *result.candidates]
+        points = [(c.demographic_parity_difference, c.accuracy) for c in [result.unmitigated, *result.candidates]
                   if c.method == method and c.demographic_parity_difference is not None]
         if points:
-            ax.scatter([c.demographic_parity_difference for c in points],
-                       [c.accuracy for c in points], marker=marker, label=method, alpha=0.8)
+            ax.scatter([dp for dp, _ in points], [acc for _, acc in points], marker=marker, label=method,
+                       alpha=0.8)
     chosen = [c for c in result.candidates if c.chosen]
     if chosen and chosen[0].demographic_parity_difference is not None:
         ax.scatter([chosen[0].demographic_parity_difference], [chosen[0].accuracy], s=200,

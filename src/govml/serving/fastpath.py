@@ -188,12 +188,12 @@ def _compile_one_hot(encoder: Any) -> Step:
             else:
                 idx = targets[index.get_indexer(pd.Index(col, dtype=object))]
             # pandas matches None and NaN to each other; sklearn does not: settle missing values one by one
-            for row in np.flatnonzero(pd.isna(col)):
-                value = col[row]
+            for missing in np.flatnonzero(pd.isna(col)):
+                value = col[missing]
                 if _is_nan(value):
-                    idx[row] = nan_position if nan_position is not None else unknown
+                    idx[missing] = nan_position if nan_position is not None else unknown
                 else:
-                    idx[row] = lookup.get(value, unknown)
+                    idx[missing] = lookup.get(value, unknown)
             hit = idx >= 0
             block[np.flatnonzero(hit), idx[hit]] = 1.0
             out.append(block)  # a 2-D block: one-hot output is final within its branch
@@ -368,7 +368,7 @@ class CompiledModel:
         if len(X) == 1 and self.single_row is not None and X.shape[1] == self.single_row.n_features:
             out = self.single_row.predict(X[0])
             return out if len(out) == 1 else out.reshape(1, -1)
-        return self._booster.predict(X, num_threads=1 if len(X) < 256 else 0)  # type: ignore[union-attr]
+        return np.asarray(self._booster.predict(X, num_threads=1 if len(X) < 256 else 0))  # type: ignore[union-attr]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray | None:
         if self._booster is not None and self._lgbm_classifier:

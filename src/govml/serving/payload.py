@@ -248,9 +248,9 @@ def parse_v2_infer(body: bytes, input_names: list[str] | None = None) -> V2Reque
         raise RequestError("a v2 inference request is an object with a non-empty 'inputs' list")
     request_id = payload.get("id") if isinstance(payload.get("id"), str) else None
     outputs = payload.get("outputs")
-    names = None
+    names: list[str] | None = None
     if isinstance(outputs, list):
-        names = [o.get("name") for o in outputs if isinstance(o, dict) and isinstance(o.get("name"), str)]
+        names = [o["name"] for o in outputs if isinstance(o, dict) and isinstance(o.get("name"), str)]
     first = payload["inputs"][0]
     if input_names and len(payload["inputs"]) == 1 and isinstance(first, dict):
         matrix = _matrix_tensor(first, input_names)
@@ -296,6 +296,7 @@ def parse_v2_infer(body: bytes, input_names: list[str] | None = None) -> V2Reque
 
 
 def _check_datatype(name: str, datatype: str, values: list[Any]) -> None:
+    ok: tuple[type, ...]
     if datatype == "BYTES":
         ok = (str, type(None))
     elif datatype == "BOOL":

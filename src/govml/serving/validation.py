@@ -115,11 +115,14 @@ def _kind_from_pandera(dtype: str) -> Kind:
     return "any"
 
 
+_MLFLOW_KINDS: dict[str, Kind] = {
+    "long": "integer", "integer": "integer", "double": "float", "float": "float",
+    "string": "string", "boolean": "boolean",
+}  # fmt: skip
+
+
 def _kind_from_mlflow(type_name: str) -> Kind:
-    return {
-        "long": "integer", "integer": "integer", "double": "float", "float": "float",
-        "string": "string", "boolean": "boolean",
-    }.get(type_name, "any")
+    return _MLFLOW_KINDS.get(type_name, "any")
 
 
 def _compile_check(check: Any) -> ValueCheck:

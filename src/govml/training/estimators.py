@@ -23,8 +23,11 @@ TaskKind = Literal["classification", "regression"]
 
 
 class ModelSpec(Protocol):
-    name: str
-    supports_pruning: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def supports_pruning(self) -> bool: ...
 
     def build(self, task: TaskKind, params: dict[str, Any], *, seed: int, n_classes: int) -> BaseEstimator:
         """An unfitted estimator with these parameters."""
@@ -41,10 +44,13 @@ class ModelSpec(Protocol):
         ...
 
 
-def _no_fit_kwargs(
-    trial: optuna.Trial | None, eval_set: tuple[Any, Any], metric: str, task: TaskKind
-) -> dict[str, Any]:
-    return {}
+class _NoFitKwargs:
+    """For models fitted without an evaluation set or pruning callbacks."""
+
+    def fit_kwargs(
+        self, trial: optuna.Trial | None, eval_set: tuple[Any, Any], metric: str, task: TaskKind
+    ) -> dict[str, Any]:
+        return {}
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ class _XGBoost:
 
 
 @dataclass(frozen=True)
-class _RandomForest:
+class _RandomForest(_NoFitKwargs):
     name: str = "random_forest"
     supports_pruning: bool = False
 
@@ -137,11 +143,9 @@ class _RandomForest:
             "max_features": trial.suggest_float("max_features", 0.2, 1.0),
         }
 
-    fit_kwargs = staticmethod(_no_fit_kwargs)  # type: ignore[assignment]
-
 
 @dataclass(frozen=True)
-class _LogisticRegression:
+class _LogisticRegression(_NoFitKwargs):
     name: str = "logistic_regression"
     supports_pruning: bool = False
 
@@ -153,8 +157,6 @@ class _LogisticRegression:
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
         return {"C": trial.suggest_float("C", 1e-3, 100.0, log=True)}
-
-    fit_kwargs = staticmethod(_no_fit_kwargs)  # type: ignore[assignment]
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
