@@ -158,6 +158,25 @@ def test_gated_engine_matches_running_the_ner_always(monkeypatch: pytest.MonkeyP
     assert [find_pii(t) for t in texts] == gated
 
 
+def test_the_ner_runs_only_when_a_person_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    import govml.pii
+
+    gated: list[str] = []
+    real_gate = govml.pii._may_hold_person
+    monkeypatch.setattr(govml.pii, "_may_hold_person", lambda text: gated.append(text) or real_gate(text))
+    nlp = govml.pii.get_engine().nlp_engine._pipeline  # type: ignore[attr-defined]
+    ner_runs: list[str] = []
+    real_get_pipe = nlp.get_pipe
+    monkeypatch.setattr(nlp, "get_pipe", lambda name: ner_runs.append(name) or real_get_pipe(name))
+    text = "Call Alice Johnson on 212-555-0198"
+    assert [f.entity_type for f in find_pii(text)] == ["PERSON", "PHONE_NUMBER"]
+    assert gated == [text] and ner_runs == ["ner"]  # the gate is read once
+    gated.clear()
+    ner_runs.clear()
+    assert [f.entity_type for f in find_pii(text, entities=["PHONE_NUMBER"])] == ["PHONE_NUMBER"]
+    assert gated == [] and ner_runs == []  # no PERSON asked for: no NER
+
+
 # --- Presidio is asked only for the types a text could hold -------------------------
 
 _SKIP_TEXTS = [

@@ -65,6 +65,9 @@ class PiiFinding:
 
 _engine: AnalyzerEngine | None = None
 _engine_lock = threading.Lock()
+# Whether the analysis find_pii runs on this thread asks for PERSON, the one type that
+# needs spaCy's NER; unset outside find_pii (then the text decides).
+_person_asked = threading.local()
 
 
 def _build_engine() -> AnalyzerEngine:
@@ -106,7 +109,8 @@ def _on_demand_ner_engine() -> NlpEngine:
     Presidio's context words ("phone", "ssn"), and the NER, which has its own
     embedding layer and only yields PERSON here. The tagger, parser and lemmatizer
     (10 of 25 ms per short text) are not loaded, and the NER (the other 15) runs only
-    when :func:`_may_hold_person` says a PERSON could survive the filter."""
+    when PERSON is asked for, which :func:`find_pii` does only when
+    :func:`_may_hold_person` says a PERSON could survive the filter."""
     import spacy
     from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
 
@@ -124,7 +128,8 @@ def _on_demand_ner_engine() -> NlpEngine:
             # word holds the same stem ("numbers", "called") without a tagger pass.
             for token in doc:
                 token.lemma_ = token.lower_
-            if _may_hold_person(text):
+            asked = getattr(_person_asked, "value", None)
+            if _may_hold_person(text) if asked is None else asked:
                 doc = nlp.get_pipe("ner")(doc)
             return self._doc_to_nlp_artifact(doc, language)
 
@@ -280,7 +285,11 @@ def find_pii(
     wanted = _possible_entities(text, entities) if text.strip() else []
     if not wanted:
         return []
-    results = get_engine().analyze(text=text, language="en", entities=wanted)
+    _person_asked.value = "PERSON" in wanted
+    try:
+        results = get_engine().analyze(text=text, language="en", entities=wanted)
+    finally:
+        _person_asked.value = None
     allowed = _allowed_spans(text, allow)
     findings = [
         PiiFinding(r.entity_type, r.start, r.end, float(r.score), text[r.start : r.end])
