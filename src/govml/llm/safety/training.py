@@ -208,6 +208,7 @@ def measure_layers(
     toxicity = "embedding" if toxicity_model is None else "lexical"
     guard = PromptGuard(head=head, detect_pii=False, toxicity=toxicity, toxicity_model=toxicity_model)
     results = guard.check_batch(texts, embeddings=given)
+    guard.close()
     cut = 1.0 - guard.threshold
     out = {layer: _figures(examples, [r.layers[layer] > cut for r in results]) for layer in ("rules", "classifier")}
     out["combined"] = _figures(examples, [r.flagged for r in results])
@@ -215,6 +216,7 @@ def measure_layers(
     if toxicity_model is not None:
         on_vectors = PromptGuard(head=head, detect_pii=False, use_rules=False, toxicity="embedding")
         flagged = [r.flagged for r in on_vectors.check_batch(texts, embeddings=given)]
+        on_vectors.close()
         out["classifier_toxic_on_vectors"] = _figures(examples, flagged)
     return out
 
