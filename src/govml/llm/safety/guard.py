@@ -65,32 +65,40 @@ def _check_threshold(threshold: float) -> float:
 _T = TypeVar("_T")
 
 
-def _overlap_pool() -> ThreadPoolExecutor:
-    """Threads that look for personal data while the calling thread encodes."""
-    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="govml-guard")
+class _Check:
+    """What the prompt guard and the output filter share: the flag threshold, the
+    personal-data settings, and the threads that look for personal data while the
+    calling thread scores."""
 
+    def __init__(
+        self, threshold: float, detect_pii: bool, pii_entities: Sequence[str], pii_allow: Sequence[str]
+    ) -> None:
+        self.threshold = _check_threshold(threshold)
+        self.pii_entities = entity_types(pii_entities)
+        self.pii_allow = allow_terms(pii_allow)
+        self.detect_pii = detect_pii and bool(self.pii_entities)  # no types: nothing to look for
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="govml-guard")
 
-def _beside_pii(
-    pool: ThreadPoolExecutor | None,
-    entities: Sequence[str],
-    allow: Sequence[str],
-    texts: Sequence[str],
-    scoring: Callable[[], _T],
-) -> tuple[_T, list[list[PiiFinding]]]:
-    """Run ``scoring`` (the encoder) on this thread while a pool thread looks for personal
-    data in ``texts`` (no pool: no personal-data check).
+    def close(self) -> None:
+        """Stop the threads that look for personal data (the check is unusable after)."""
+        self._pool.shutdown(wait=True)
 
-    This way round because onnxruntime releases the GIL for its whole run and spaCy
-    holds it: a pool thread that had to encode waited 1-3 ms for the GIL before it could
-    start, while this thread ran spaCy (measured in docs/llm-gateway.md)."""
-    if pool is None:
-        return scoring(), [[] for _ in texts]
-    pending = pool.submit(lambda: [find_pii(t, entities=entities, allow=allow) for t in texts])
-    try:
-        scored = scoring()
-    finally:
-        findings = pending.result()
-    return scored, findings
+    def _beside_pii(self, texts: Sequence[str], scoring: Callable[[], _T]) -> tuple[_T, list[list[PiiFinding]]]:
+        """Run ``scoring`` (the encoder) on this thread while a pool thread looks for
+        personal data in ``texts`` (none looked for without ``detect_pii``).
+
+        This way round because onnxruntime releases the GIL for its whole run and spaCy
+        holds it: a pool thread that had to encode waited 1-3 ms for the GIL before it could
+        start, while this thread ran spaCy (measured in docs/llm-gateway.md)."""
+        if not self.detect_pii:
+            return scoring(), [[] for _ in texts]
+        entities, allow = self.pii_entities, self.pii_allow
+        pending = self._pool.submit(lambda: [find_pii(t, entities=entities, allow=allow) for t in texts])
+        try:
+            scored = scoring()
+        finally:
+            findings = pending.result()
+        return scored, findings
 
 
 def _layer_risk(probabilities: dict[str, float], thresholds: dict[str, float]) -> tuple[float, list[str]]:
@@ -223,7 +231,7 @@ class _Classifier:
         return _layer_risk(probabilities, self.thresholds)
 
 
-class PromptGuard:
+class PromptGuard(_Check):
     """Checks a prompt: normalise -> rules -> classifier heads, plus personal data.
 
     ``threshold``: flag when the safety score falls below it (0.5 puts each head at its
@@ -244,17 +252,13 @@ class PromptGuard:
         toxicity: str = "lexical",
         toxicity_model: LexicalHead | Path | str | None = None,
     ) -> None:
-        self.threshold = _check_threshold(threshold)
+        super().__init__(threshold, detect_pii, pii_entities, pii_allow)
         self.use_rules = use_rules
-        self.pii_entities = entity_types(pii_entities)
-        self.pii_allow = allow_terms(pii_allow)
-        self.detect_pii = detect_pii and bool(self.pii_entities)  # no types: nothing to look for
         self._classifier = (
             _Classifier(None, head=head, embedder=embedder, toxicity=toxicity, toxicity_model=toxicity_model)
             if use_classifier
             else None
         )
-        self._pool = _overlap_pool()
 
     @property
     def embedder(self) -> object | None:
@@ -262,10 +266,6 @@ class PromptGuard:
         passed to :meth:`check` must come from it."""
         heads = self._classifier.heads if self._classifier is not None else None
         return heads.embedder if heads is not None else None
-
-    def close(self) -> None:
-        """Stop the threads that look for personal data (the guard is unusable after)."""
-        self._pool.shutdown(wait=True)
 
     def check(self, text: str, *, embedding: np.ndarray | None = None) -> GuardResult:
         """Check one prompt. ``embedding`` (the prompt's vector from the same encoder, e.g.
@@ -294,8 +294,7 @@ class PromptGuard:
                 vectors = encode(list(texts))
             return self._probabilities(normalised, vectors)
 
-        pool = self._pool if self.detect_pii else None
-        probabilities, findings = _beside_pii(pool, self.pii_entities, self.pii_allow, texts, scoring)
+        probabilities, findings = self._beside_pii(texts, scoring)
         return [
             self._result(t, n, p, f)
             for t, n, p, f in zip(texts, normalised, probabilities, findings, strict=True)
@@ -356,7 +355,7 @@ def _redact(text: str, findings: list[PiiFinding], leaks: list[tuple[int, int]])
     return replace_spans(text, spans) if spans else text
 
 
-class OutputFilter:
+class OutputFilter(_Check):
     """Checks a model's answer for toxicity, personal data and system-prompt leaks
     (``leak_min_words`` or more consecutive words of the system prompt)."""
 
@@ -375,21 +374,13 @@ class OutputFilter:
         toxicity: str = "lexical",
         toxicity_model: LexicalHead | Path | str | None = None,
     ) -> None:
-        self.threshold = _check_threshold(threshold)
-        self.pii_entities = entity_types(pii_entities)
-        self.pii_allow = allow_terms(pii_allow)
-        self.detect_pii = detect_pii and bool(self.pii_entities)  # no types: nothing to look for
+        super().__init__(threshold, detect_pii, pii_entities, pii_allow)
         self.leak_min_words = leak_min_words
         self._classifier = (
             _Classifier(categories, head=head, embedder=embedder, toxicity=toxicity, toxicity_model=toxicity_model)
             if use_classifier
             else None
         )
-        self._pool = _overlap_pool()
-
-    def close(self) -> None:
-        """Stop the threads that look for personal data (the filter is unusable after)."""
-        self._pool.shutdown(wait=True)
 
     def check(self, text: str, *, system_prompt: str | None = None) -> GuardResult:
         """Check one answer (or the window of a streamed answer)."""
@@ -399,13 +390,8 @@ class OutputFilter:
         categories: list[str] = []
         probabilities: dict[str, float] = {}
         scorer = self._classifier
-        pool = self._pool if self.detect_pii else None
-        scored, (findings,) = _beside_pii(
-            pool,
-            self.pii_entities,
-            self.pii_allow,
-            [text],
-            lambda: scorer.probabilities([text_windows(text)], [text_sentences(text)]) if scorer else None,
+        scored, (findings,) = self._beside_pii(
+            [text], lambda: scorer.probabilities([text_windows(text)], [text_sentences(text)]) if scorer else None
         )
         if scorer is not None and scored is not None:
             probabilities = scored[0]
